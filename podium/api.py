@@ -1,0 +1,162 @@
+"""What the CLI and notebooks call: ``podium.run(...)``, ``podium.status(...)``, ``podium.compare(...)``."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from podium.errors import DataError
+from podium.recipe import Recipe, load_recipe
+from podium.runner import Runner, StageOutcome
+from podium.store import RunStore
+
+
+@dataclass
+class RunResult:
+    recipe: Recipe
+    store: RunStore
+    outcomes: list[StageOutcome]
+    leaderboard: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    submission: Path | None = None
+    report: Path | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.root / self.recipe.name
+
+
+def _as_recipe(recipe: str | Path | Recipe, profile: str | None, overrides: Sequence[str]) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe, profile, overrides)
+
+
+def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str | None = None,
+        only: Sequence[str] = (), force: Sequence[str] = (), member: int | None = None,
+        store: str | Path | RunStore | None = None, console: Console | None = None,
+        report: bool = True) -> RunResult:
+    """Run a recipe: every stage not yet done, in dependency order. Safe to call again after a crash."""
+    recipe = _as_recipe(recipe, profile, overrides)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    runner = Runner(recipe, store, console)
+    outcomes = runner.run(only=only, force=force, member=member)
+    result = RunResult(recipe, store, outcomes)
+    for name in recipe.order:
+        node = recipe.stages[name]
+        run_ = runner.runs_of(name)[0]
+        if run_.status != "done":
+            continue
+        if node.kind == "evaluate":
+            import json
+
+            result.leaderboard[name] = json.loads(run_.output("metrics.json").read_text())
+        elif node.kind == "submit":
+            result.submission = run_.output(node.config.filename)
+    if report:
+        from podium.report import write_report
+
+        result.report = write_report(recipe, runner)
+    return result
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    kind: str
+    state: str
+    hash: str
+    metric: str
+    age: str
+    path: Path
+
+
+def _age(manifest: dict[str, Any]) -> str:
+    stamp = manifest.get("finished") or manifest.get("started")
+    if not stamp:
+        return ""
+    seconds = time.time() - time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z"))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def _key_metric(metrics: dict[str, Any]) -> str:
+    for k, v in metrics.items():
+        if isinstance(v, float) and not math.isnan(v):
+            return f"{k}={v:.4f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{k}={v}"
+    return ""
+
+
+def status(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str | None = None,
+           store: str | Path | RunStore | None = None) -> list[StageStatus]:
+    """Each stage's state at the recipe's current hashes: done, running, failed, partial or missing."""
+    recipe = _as_recipe(recipe, profile, overrides)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    runner = Runner(recipe, store)
+    rows = []
+    for name in recipe.order:
+        runs = runner.runs_of(name)
+        manifests = [r.read_manifest() for r in runs]
+        states = [m.get("status", "missing") for m in manifests]
+        state = states[0] if len(runs) == 1 else f"{states.count('done')}/{len(runs)} done"
+        rows.append(StageStatus(name, recipe.stages[name].kind, state, runs[0].path.name if len(runs) == 1
+                                else f"{len(runs)} members", _key_metric(manifests[0].get("metrics", {})),
+                                _age(manifests[0]), runs[0].path))
+    return rows
+
+
+@dataclass
+class Comparison:
+    metrics: list[str]
+    first_difference: dict[str, int | None]
+    max_abs_difference: dict[str, float]
+    epochs: int
+    rows: list[tuple[int, dict[str, float], dict[str, float]]]
+
+
+def _metrics_csv(path: Path) -> Path:
+    path = Path(path)
+    candidate = path / "logs" / "metrics.csv" if path.is_dir() else path
+    if not candidate.is_file():
+        raise DataError(f"{path}: no metrics.csv (expected a train stage directory or a metrics CSV file)")
+    return candidate
+
+
+def _read_epochs(path: Path) -> dict[int, dict[str, float]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "epoch" not in reader.fieldnames:
+            raise DataError(f"{path}: expected a column 'epoch'; found {reader.fieldnames}")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                out[int(float(row["epoch"]))] = {k: float(v) for k, v in row.items() if k != "epoch" and v}
+            except ValueError as e:
+                raise DataError(f"{path}:{line}: not a number ({e})") from None
+        return out
+
+
+def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
+    """Two runs' per-epoch metrics: the first epoch where each metric differs and the max |difference|."""
+    a, b = _read_epochs(_metrics_csv(run_a)), _read_epochs(_metrics_csv(run_b))
+    epochs = sorted(set(a) & set(b))
+    metrics = [m for m in dict.fromkeys(k for e in epochs for k in a[e]) if all(m in b[e] for e in epochs)]
+    first: dict[str, int | None] = dict.fromkeys(metrics)
+    worst = dict.fromkeys(metrics, 0.0)
+    for e in epochs:
+        for m in metrics:
+            if m not in a[e] or m not in b[e]:
+                continue
+            diff = abs(a[e][m] - b[e][m])
+            worst[m] = max(worst[m], diff)
+            if diff != 0 and first[m] is None:
+                first[m] = e
+    return Comparison(metrics, first, worst, len(epochs), [(e, a[e], b[e]) for e in epochs])

@@ -1,0 +1,1 @@
+"""Training engine: Lightning glue, exact resume, seeding and deterministic data order."""

@@ -1,0 +1,133 @@
+"""Trainer factory: a Lightning Trainer from a recipe's ``trainer:`` section, with podium's callbacks.
+
+Everything that makes a run resumable bit for bit is wired here: atomic checkpoint IO, RNG states in
+checkpoints, per-epoch metrics rows, samplers whose order is a function of (seed, epoch), DataLoader
+generators that never draw from the global RNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from pydantic import Field
+
+from podium.engine.checkpoint import AtomicCheckpointIO, PodiumCheckpoint
+from podium.engine.rng import RNGStateCallback
+from podium.engine.seeding import EpochSampler, derive_seed
+from podium.recipe import Strict
+
+
+class TrainerConfig(Strict):
+    max_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true"] = "32-true"
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = Field(None, gt=0)
+    val_check_interval: float = Field(1.0, gt=0, le=1.0)
+    check_val_every_n_epoch: int = Field(1, ge=1)
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    deterministic: bool | Literal["warn"] = True
+    monitor: str | None = None
+    mode: Literal["max", "min"] | None = None
+    save_every_n_epochs: int = Field(1, ge=1)
+    keep_last: int | None = Field(None, ge=1)
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = []
+    progress: bool | None = None
+
+
+# trainer fields that change speed or display, never results
+TRAINER_UNHASHED = ("trainer.num_workers", "trainer.progress", "trainer.loggers")
+
+
+class DataModule(L.LightningDataModule):
+    """Loaders over a task's datasets: seeded epoch order, and no draw from the global RNG."""
+
+    def __init__(self, train_ds, val_ds, cfg: TrainerConfig, seed: int):
+        super().__init__()
+        self.train_ds, self.val_ds, self.cfg, self.seed = train_ds, val_ds, cfg, seed
+
+    def _loader(self, ds, batch_size: int, shuffle: bool) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=EpochSampler(len(ds), self.seed, shuffle=shuffle),
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, "loader")),
+            drop_last=False,
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train_ds, self.cfg.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_ds, self.cfg.eval_batch_size or self.cfg.batch_size, shuffle=False)
+
+
+def _loggers(cfg: TrainerConfig, log_dir) -> list[Any]:
+    out = []
+    for name in cfg.loggers:
+        if name == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+            out.append(TensorBoardLogger(log_dir, name="tensorboard", version=""))
+        elif name == "wandb":
+            from lightning.pytorch.loggers import WandbLogger
+            out.append(WandbLogger(save_dir=log_dir))
+        elif name == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+            out.append(MLFlowLogger(save_dir=str(log_dir)))
+    return out
+
+
+def _quiet_lightning() -> None:
+    """Lightning's banners (GPU available, tips) drown podium's own one-line-per-epoch output."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir) -> L.Trainer:
+    _quiet_lightning()
+    if cfg.deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    progress = sys.stdout.isatty() if cfg.progress is None else cfg.progress
+    callbacks: list[Any] = [RNGStateCallback(), checkpoint]
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+        callbacks.append(RichProgressBar())
+    loggers = _loggers(cfg, root_dir / "logs")
+    return L.Trainer(
+        default_root_dir=root_dir,
+        max_epochs=cfg.max_epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
+        val_check_interval=cfg.val_check_interval,
+        check_val_every_n_epoch=cfg.check_val_every_n_epoch,
+        deterministic=cfg.deterministic,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=loggers or False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )

@@ -1,0 +1,1 @@
+"""Task-agnostic ensembling: model soups, votes, test-time augmentation."""

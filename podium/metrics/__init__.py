@@ -1,0 +1,1 @@
+"""Leaderboard metrics, each checked against an independent reference in tests/."""

@@ -1,0 +1,364 @@
+"""Recipes: YAML -> OmegaConf -> profile -> CLI dotlist -> pydantic -> a validated DAG of stages.
+
+Every error names the dotted path of the offending key, the value found and what was expected, so a
+user can fix a 300-line recipe without reading podium's code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from podium.errors import ConfigError
+
+_REF = re.compile(r"^(?P<stage>[A-Za-z_][\w-]*)(?:@(?P<sel>[^@]*))?$")
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to another stage's output: ``name``, ``name@best``, ``name@last``, ``name@epoch=N``."""
+
+    stage: str
+    select: str = "best"
+    epoch: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, path: str) -> Ref:
+        m = _REF.match(str(text))
+        if not m:
+            raise ConfigError(f"{path}: {text!r} is not a stage reference (expected 'stage', "
+                              "'stage@best', 'stage@last' or 'stage@epoch=N')")
+        sel = m.group("sel")
+        if sel is None or sel in ("best", "last"):
+            return cls(m.group("stage"), sel or "best")
+        ep = re.fullmatch(r"epoch=(\d+)", sel)
+        if not ep or int(ep.group(1)) < 1:
+            raise ConfigError(f"{path}: bad selector '@{sel}' in {text!r} (expected @best, @last or "
+                              "@epoch=N with N >= 1)")
+        return cls(m.group("stage"), "epoch", int(ep.group(1)))
+
+    def __str__(self) -> str:
+        return self.stage + (f"@epoch={self.epoch}" if self.select == "epoch" else f"@{self.select}")
+
+
+class StageConfig(Strict):
+    """Fields every stage has. Kinds subclass it; tasks may subclass a kind's config further."""
+
+    kind: str
+    needs: list[str] = []
+    task: str | None = None
+    seed: int | None = None
+
+    # dotted fields that do not change results (left out of the stage hash)
+    unhashed: ClassVar[tuple[str, ...]] = ()
+
+    def references(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(field path, reference text, kinds the referenced stage may be) for what this stage reads."""
+        return []
+
+
+@dataclass
+class StageNode:
+    """One stage of the validated DAG. ``members`` holds one config per sweep member (or one)."""
+
+    name: str
+    kind: str
+    task: str | None
+    configs: list[StageConfig]
+    needs: list[str]
+    references: list[tuple[str, Ref, tuple[str, ...]]] = field(default_factory=list)
+
+    @property
+    def config(self) -> StageConfig:
+        return self.configs[0]
+
+    @property
+    def is_sweep(self) -> bool:
+        return len(self.configs) > 1
+
+
+@dataclass
+class Recipe:
+    name: str
+    task: str | None
+    seed: int
+    data_root: str | None
+    stages: dict[str, StageNode]
+    order: list[str]
+    source: Path | None = None
+    profile: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class _RecipeTop(Strict):
+    name: str
+    task: str | None = None
+    seed: int = 0
+    data: dict[str, Any] = {}
+    plugins: list[str] = []
+    stages: dict[str, dict[str, Any]]
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (to list the keys allowed there)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return None
+        ann = info.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str) -> str:
+    """One line per problem: ``dotted.path: what is wrong; found X; expected Y``."""
+    lines = []
+    for e in err.errors():
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        path = ".".join([prefix, *[f"[{p}]" if isinstance(p, int) else str(p) for p in loc]]).strip(".")
+        path = path.replace(".[", "[")
+        found = e.get("input")
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(model, loc[:-1])
+            allowed = sorted(owner.model_fields) if owner else []
+            hint = _suggest(loc[-1], allowed)
+            lines.append(f"{path}: unknown key{hint} (allowed here: {', '.join(allowed)})")
+        elif e["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            lines.append(f"{path}: {e['msg']}; found {found!r}")
+    return "\n".join(lines)
+
+
+def validate(model: type[BaseModel], data: Any, prefix: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, model, prefix)) from None
+
+
+def _import_plugin(plugin: str, base: Path, where: str) -> None:
+    """A module name, or a ``.py`` file relative to the recipe (a user's own task next to its recipe)."""
+    try:
+        if not plugin.endswith(".py"):
+            importlib.import_module(plugin)
+            return
+        file = (base / plugin).resolve()
+        name = f"podium_plugin_{file.stem}"
+        if name in sys.modules:
+            return
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or not file.is_file():
+            raise ImportError(f"no such file {file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except ImportError as e:
+        raise ConfigError(f"{where}: cannot import {plugin!r} ({e})") from None
+
+
+def _load_yaml(path: Path):
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        return OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError, OSError) as e:
+        raise ConfigError(f"{path}: cannot parse the recipe as YAML ({e})") from None
+
+
+def _apply_dotlist(cfg, items: Sequence[str], where: str):
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{where}: override {item!r} is not of the form key=value")
+        key, _, value = item.partition("=")
+        try:
+            parsed = OmegaConf.from_dotlist([f"_={value}"])["_"]
+            OmegaConf.update(cfg, key.strip(), parsed, merge=True, force_add=True)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{where}: cannot apply override {item!r} ({e})") from None
+    return cfg
+
+
+def _apply_profile(cfg, profile: str | None, source: str):
+    profiles = cfg.get("profiles") or {}
+    if profile is None:
+        return cfg
+    if profile not in profiles:
+        raise ConfigError(f"{source}: profiles.{profile}: no such profile{_suggest(profile, list(profiles))}"
+                          f" (profiles: {', '.join(profiles) or 'none'})")
+    items = [f"{k}={_yaml_scalar(v)}" for k, v in profiles[profile].items()]
+    return _apply_dotlist(cfg, items, f"{source}: profiles.{profile}")
+
+
+def _expand_members(raw: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """``members:`` -> one raw config per member. A list of override maps, or a map of value lists
+    expanded as a Cartesian product in the order the keys are written."""
+    members = raw.pop("members", None)
+    if members is None:
+        return [raw]
+    if isinstance(members, dict):
+        keys = list(members)
+        for k in keys:
+            if not isinstance(members[k], list) or not members[k]:
+                raise ConfigError(f"{path}.members.{k}: expected a non-empty list of values; "
+                                  f"found {members[k]!r}")
+        overrides = [dict(zip(keys, combo, strict=True)) for combo in product(*(members[k] for k in keys))]
+    elif isinstance(members, list) and all(isinstance(m, dict) for m in members) and members:
+        overrides = members
+    else:
+        raise ConfigError(f"{path}.members: expected a list of override maps or a map of value lists; "
+                          f"found {members!r}")
+    out = []
+    for i, ov in enumerate(overrides):
+        cfg = OmegaConf.create(raw)
+        _apply_dotlist(cfg, [f"{k}={_yaml_scalar(v)}" for k, v in ov.items()], f"{path}.members[{i}]")
+        out.append(OmegaConf.to_container(cfg, resolve=True))
+    return out
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A value as dotlist text (flow style, so lists and maps stay on one line)."""
+    if isinstance(value, str):
+        return value
+    import yaml
+
+    return yaml.safe_dump(OmegaConf.to_container(OmegaConf.create({"v": value}))["v"],
+                          default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def _stage_model(kind: str, task: str | None, path: str) -> type[StageConfig]:
+    from podium.stages import stage_kinds
+    from podium.tasks import get_task
+
+    kinds = stage_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"{path}.kind: unknown stage kind {kind!r}{_suggest(kind, list(kinds))} "
+                          f"(kinds: {', '.join(sorted(kinds))})")
+    base = kinds[kind].config
+    if task is None:
+        return base
+    return get_task(task, path=f"{path}.task").stage_config(kind) or base
+
+
+def _check_refs(stages: dict[str, StageNode]) -> None:
+    names = list(stages)
+    for node in stages.values():
+        for fpath, ref, kinds in node.references:
+            where = f"stages.{node.name}.{fpath}"
+            if ref.stage not in stages:
+                raise ConfigError(f"{where}: unknown stage {ref.stage!r}{_suggest(ref.stage, names)} "
+                                  f"(stages: {', '.join(names)})")
+            target = stages[ref.stage]
+            if kinds and target.kind not in kinds:
+                raise ConfigError(f"{where}: {ref.stage!r} is a {target.kind} stage; expected a stage of "
+                                  f"kind {' or '.join(kinds)}")
+            if ref.select == "epoch":
+                if target.kind != "train":
+                    raise ConfigError(f"{where}: '@epoch=' needs a train stage; {ref.stage!r} is "
+                                      f"a {target.kind} stage")
+                max_epochs = min(c.trainer.max_epochs for c in target.configs)
+                if ref.epoch > max_epochs:
+                    raise ConfigError(f"{where}: '@epoch={ref.epoch}' is past the end of {ref.stage!r} "
+                                      f"(trainer.max_epochs = {max_epochs}); expected 1..{max_epochs}")
+        for dep in node.needs:
+            if dep not in stages:
+                raise ConfigError(f"stages.{node.name}.needs: unknown stage {dep!r}{_suggest(dep, names)} "
+                                  f"(stages: {', '.join(names)})")
+
+
+def _add_data_dependencies(nodes: dict[str, StageNode]) -> None:
+    """Stages that read the data set depend on the stage that makes it (so its hash is theirs too)."""
+    from podium.stages import stage_kind
+
+    synths = [n for n, node in nodes.items() if node.kind == "synth"]
+    for node in nodes.values():
+        if node.kind != "synth" and stage_kind(node.kind).uses_data:
+            node.needs = list(dict.fromkeys([*synths, *node.needs]))
+
+
+def _topological_order(stages: dict[str, StageNode]) -> list[str]:
+    """Kahn's algorithm; among ready stages, recipe order wins (stable, no set iteration)."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = trail[trail.index(name):] + [name]
+            raise ConfigError(f"stages.{name}.needs: dependency cycle {' -> '.join(cycle)}")
+        state[name] = "visiting"
+        for dep in stages[name].needs:
+            visit(dep, [*trail, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in stages:
+        visit(name, [])
+    return order
+
+
+def load_recipe(path: str | Path, profile: str | None = None, overrides: Sequence[str] = ()) -> Recipe:
+    """Load, apply ``profile`` then ``overrides`` (dotlist), validate, and order the stages."""
+    path = Path(path)
+    cfg = _load_yaml(path)
+    cfg = _apply_profile(cfg, profile, str(path))
+    cfg = _apply_dotlist(cfg, list(overrides), "command line")
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top of the recipe; found {type(raw).__name__}")
+    raw.pop("profiles", None)
+    top = validate(_RecipeTop, raw, "")
+    for i, plugin in enumerate(top.plugins):
+        _import_plugin(plugin, path.parent, f"plugins[{i}]")
+    data_root = top.data.get("root")
+    stray = [k for k in top.data if k != "root"]
+    if stray:
+        raise ConfigError(f"data.{stray[0]}: unknown key (allowed here: root)")
+
+    nodes: dict[str, StageNode] = {}
+    for name, sraw in top.stages.items():
+        where = f"stages.{name}"
+        if not isinstance(sraw, dict) or "kind" not in sraw:
+            raise ConfigError(f"{where}.kind: required key is missing (every stage names its kind)")
+        task = sraw.get("task", top.task)
+        model = _stage_model(sraw["kind"], task, where)
+        members = _expand_members(dict(sraw), where)
+        configs = []
+        for i, m in enumerate(members):
+            prefix = f"{where}.members[{i}]" if len(members) > 1 else where
+            configs.append(validate(model, {**m, "task": task}, prefix))
+        refs = [(f, Ref.parse(text, f"{where}.{f}"), kinds) for f, text, kinds in configs[0].references()]
+        needs = list(dict.fromkeys([*configs[0].needs, *(r.stage for _, r, _ in refs)]))
+        nodes[name] = StageNode(name, configs[0].kind, task, configs, needs, refs)
+    _add_data_dependencies(nodes)
+    _check_refs(nodes)
+    order = _topological_order(nodes)
+    return Recipe(top.name, top.task, top.seed, data_root, nodes, order, path, profile, raw)

@@ -1,0 +1,252 @@
+"""The runner: stages in topological order; skip what is done, resume what is partial, run the rest.
+
+A stage (or one member of a sweep) lives at ``<store>/<recipe>/<stage>/<hash>`` where the hash covers
+its resolved config, its seed, its upstream hashes and the versions of its kind and task. Change a
+downstream stage and only it and its dependents get new hashes; everything upstream is found done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from podium.errors import ConfigError, CorruptFileError, PodiumError
+from podium.recipe import Recipe, Ref, StageConfig, StageNode
+from podium.stages import CHECKPOINT_KINDS, stage_kind
+from podium.store import RunStore, StageRun, content_hash, now, versions
+
+
+def hash_payload(cfg: StageConfig, unhashed: Sequence[str]) -> dict[str, Any]:
+    """The config as JSON data, minus fields that do not change results (workers, progress bars)."""
+    data = cfg.model_dump(mode="json", exclude={"needs"})
+    for dotted in (*type(cfg).unhashed, *unhashed):
+        *parents, leaf = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return data
+
+
+def stage_seed(recipe: Recipe, cfg: StageConfig) -> int:
+    return recipe.seed if cfg.seed is None else cfg.seed
+
+
+def stage_hashes(recipe: Recipe) -> dict[str, list[str]]:
+    """Every stage's instance hashes (one per sweep member), computed without running anything."""
+    from podium.engine.trainer import TRAINER_UNHASHED
+    from podium.tasks import get_task
+
+    hashes: dict[str, list[str]] = {}
+    for name in recipe.order:
+        node = recipe.stages[name]
+        kind = stage_kind(node.kind)
+        task_version = get_task(node.task).version if node.task else None
+        upstream = {d: hashes[d] for d in node.needs}
+        hashes[name] = [
+            content_hash({
+                "kind": node.kind, "kind_version": kind.version, "task": node.task,
+                "task_version": task_version, "seed": stage_seed(recipe, cfg),
+                "config": hash_payload(cfg, TRAINER_UNHASHED if node.kind == "train" else ()),
+                "upstream": upstream, "data_root": _data_fingerprint(recipe, node),
+            })
+            for cfg in node.configs
+        ]
+    return hashes
+
+
+def _data_fingerprint(recipe: Recipe, node: StageNode) -> str | None:
+    """Real data is identified by its files (relative names and sizes), never by where it lives."""
+    if node.kind != "synth" or recipe.data_root is None:
+        return None
+    from podium.tasks import get_task
+
+    root = Path(recipe.data_root)
+    files = get_task(node.task).check_data(root)
+    return content_hash([[p.relative_to(root).as_posix(), p.stat().st_size] for p in sorted(files)])
+
+
+@dataclass
+class StageContext:
+    """What a stage kind's ``run`` gets: its config, its directory, its upstream and the data root."""
+
+    recipe: Recipe
+    node: StageNode
+    cfg: Any
+    member: int | None
+    run: StageRun
+    store: RunStore
+    seed: int
+    upstream: dict[str, list[StageRun]]
+    console: Console
+    data_root: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def task(self):
+        from podium.tasks import get_task
+
+        return get_task(self.node.task)
+
+    def info(self, message: str) -> None:
+        self.console.print(f"[dim]{self.name}:[/dim] {message}")
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]{self.name}: warning:[/yellow] {message}")
+
+    def upstream_run(self, stage: str) -> StageRun:
+        runs = self.upstream[stage]
+        if len(runs) != 1:
+            raise ConfigError(f"stages.{self.name}: {stage!r} is a sweep of {len(runs)} members; "
+                              "point at one member through a soup or an ensemble stage")
+        return runs[0]
+
+    def checkpoint(self, ref: Ref) -> tuple[Path, StageConfig]:
+        """Verified checkpoint file for a reference, with the train config that built the model."""
+        from podium.engine.checkpoint import select_checkpoint
+
+        if self.recipe.stages[ref.stage].kind not in CHECKPOINT_KINDS:
+            raise ConfigError(f"stages.{self.name}: {ref} does not name a stage with checkpoints")
+        run = self.upstream_run(ref.stage)
+        path = select_checkpoint(run, ref.select, ref.epoch)
+        model_stage = run.read_manifest().get("model_stage", ref.stage)
+        return path, self.recipe.stages[model_stage].config
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    member: int | None
+    hash: str
+    state: str
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+class Runner:
+    def __init__(self, recipe: Recipe, store: RunStore, console: Console | None = None):
+        self.recipe = recipe
+        self.store = store
+        self.console = console or Console()
+        self.hashes = stage_hashes(recipe)
+
+    def runs_of(self, name: str) -> list[StageRun]:
+        return [self.store.stage_run(self.recipe.name, name, h) for h in self.hashes[name]]
+
+    def data_root(self) -> Path | None:
+        if self.recipe.data_root is not None:
+            return Path(self.recipe.data_root)
+        synths = [n for n in self.recipe.order if self.recipe.stages[n].kind == "synth"]
+        if not synths:
+            return None
+        run = self.runs_of(synths[0])[0]
+        return run.path / "data" if run.status == "done" else None
+
+    def run(self, only: Sequence[str] = (), force: Sequence[str] = (),
+            member: int | None = None) -> list[StageOutcome]:
+        for name in [*only, *force]:
+            if name not in self.recipe.stages:
+                raise ConfigError(f"--only/--force: unknown stage {name!r} (stages: "
+                                  f"{', '.join(self.recipe.stages)})")
+        selected = list(only) or self.recipe.order
+        force = self._with_dependents(force)
+        if member is not None and not any(self.recipe.stages[s].is_sweep for s in selected):
+            raise ConfigError("--member: none of the selected stages is a sweep (a train stage with members:)")
+        outcomes = []
+        for name in self.recipe.order:
+            if name not in selected:
+                continue
+            node = self.recipe.stages[name]
+            self._require_upstream(node)
+            for i, (cfg, run) in enumerate(zip(node.configs, self.runs_of(name), strict=True)):
+                if member is not None and node.is_sweep and i != member:
+                    continue
+                idx = i if node.is_sweep else None
+                outcomes.append(self._run_one(node, cfg, idx, run, force=name in force))
+        return outcomes
+
+    def _with_dependents(self, stages: Sequence[str]) -> list[str]:
+        """A stage run again from scratch takes everything downstream of it along."""
+        out = list(stages)
+        for name in self.recipe.order:
+            if any(dep in out for dep in self.recipe.stages[name].needs) and name not in out:
+                out.append(name)
+        return out
+
+    def _require_upstream(self, node: StageNode) -> None:
+        for dep in node.needs:
+            missing = [r for r in self.runs_of(dep) if r.status != "done"]
+            if missing:
+                raise PodiumError(f"stage {node.name!r} needs {dep!r}, which is not done "
+                                  f"({len(missing)} of {len(self.runs_of(dep))} runs missing); "
+                                  f"run it first (podium run RECIPE --only {dep})")
+
+    def _run_one(self, node: StageNode, cfg: StageConfig, member: int | None, run: StageRun,
+                 force: bool) -> StageOutcome:
+        label = node.name + (f"[{member}]" if member is not None else "")
+        run.path.mkdir(parents=True, exist_ok=True)
+        with run.lock(on_wait=lambda: self.console.print(f"{label}: waiting for another podium process")):
+            manifest = run.read_manifest()
+            if manifest.get("status") == "done" and not force:
+                try:
+                    run.verify_outputs()
+                    self.console.print(f"[green]✓[/green] {label} done ({run.path.name}), skipped")
+                    return StageOutcome(node.name, member, run.path.name, "skipped",
+                                        metrics=manifest.get("metrics", {}), path=run.path)
+                except CorruptFileError as e:
+                    self.console.print(f"[yellow]{label}: {e}; running the stage again[/yellow]")
+                    force = True
+            if force:
+                for child in run.path.iterdir():
+                    if child.name != ".lock":
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+                manifest = {}
+            return self._execute(node, cfg, member, run, manifest, label)
+
+    def _execute(self, node, cfg, member, run, manifest, label) -> StageOutcome:
+        attempts = manifest.get("attempts", [])
+        attempts.append({"started": now(), "pid": os.getpid()})
+        upstream = {d: self.runs_of(d) for d in node.needs}
+        manifest.update({
+            "recipe": self.recipe.name, "stage": node.name, "kind": node.kind, "task": node.task,
+            "member": member, "hash": run.path.name, "status": "running",
+            "seed": stage_seed(self.recipe, cfg), "config": cfg.model_dump(mode="json"),
+            "upstream": {d: [r.path.name for r in rs] for d, rs in upstream.items()},
+            "versions": versions(), "attempts": attempts,
+        })
+        manifest.setdefault("started", attempts[0]["started"])
+        run.write_manifest(manifest)
+        resumed = " (resuming)" if len(attempts) > 1 else ""
+        self.console.print(f"[bold]▶ {label}[/bold] {node.kind} → {run.path}{resumed}")
+        ctx = StageContext(self.recipe, node, cfg, member, run, self.store, stage_seed(self.recipe, cfg),
+                           upstream, self.console, self.data_root())
+        t0 = time.perf_counter()
+        try:
+            metrics = stage_kind(node.kind).run(ctx) or {}
+        except BaseException as e:
+            failed = run.read_manifest()
+            failed["status"] = "failed"
+            failed["attempts"][-1].update(ended=now(), error=f"{type(e).__name__}: {e}",
+                                          traceback=traceback.format_exc(limit=20))
+            run.write_manifest(failed)
+            raise
+        seconds = time.perf_counter() - t0
+        done = run.read_manifest()
+        done["attempts"][-1].update(ended=now(), seconds=round(seconds, 3))
+        done.update(status="done", finished=now(), metrics=metrics)
+        run.write_manifest(done)
+        self.console.print(f"[green]✓[/green] {label} finished in {seconds:.1f}s")
+        return StageOutcome(node.name, member, run.path.name, "done", seconds, metrics, run.path)

@@ -1,0 +1,50 @@
+"""``evaluate``: score one or more prediction stages with the task's leaderboard metric.
+
+Several inputs give the leaderboard table the write-ups kept by hand: single models next to ensembles.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from rich.table import Table
+
+from podium.ensemble.predictions import load_predictions
+from podium.recipe import StageConfig
+from podium.stages import register_stage
+from podium.stages.ensemble import PREDICTION_KINDS
+from podium.store import write_json
+
+
+class EvaluateConfig(StageConfig):
+    kind: Literal["evaluate"] = "evaluate"
+    predictions: str | list[str]
+
+    def inputs(self) -> list[str]:
+        return [self.predictions] if isinstance(self.predictions, str) else list(self.predictions)
+
+    def references(self):
+        return [(f"predictions[{i}]", name, PREDICTION_KINDS) for i, name in enumerate(self.inputs())]
+
+
+def leaderboard_table(title: str, scores: dict[str, dict[str, float]]) -> Table:
+    columns = list(dict.fromkeys(k for m in scores.values() for k in m))
+    table = Table(title=title)
+    table.add_column("predictions")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for name, m in scores.items():
+        table.add_row(name, *(f"{m[c]:.4f}" if isinstance(m.get(c), float) else str(m.get(c, "")) for c in columns))
+    return table
+
+
+@register_stage("evaluate", EvaluateConfig)
+def run(ctx) -> dict:
+    scores = {}
+    for name in ctx.cfg.inputs():
+        preds = load_predictions(ctx.upstream_run(name).output("predictions.npz"))
+        scores[name] = ctx.task.evaluate(preds, ctx.data_root, ctx.cfg, ctx.run.path / name)
+    path = write_json(ctx.run.path / "metrics.json", scores)
+    ctx.run.record_outputs([path])
+    ctx.console.print(leaderboard_table(f"{ctx.recipe.name}: {ctx.name}", scores))
+    return {name: next(iter(m.values())) for name, m in scores.items()}

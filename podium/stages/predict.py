@@ -1,0 +1,45 @@
+"""``predict``: run a checkpoint over a split (with optional TTA) into podium's npz and the task's format."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from podium.engine.checkpoint import load_checkpoint
+from podium.ensemble.predictions import save_predictions
+from podium.recipe import Ref, StageConfig
+from podium.stages import CHECKPOINT_KINDS, register_stage
+
+
+class PredictConfig(StageConfig):
+    kind: Literal["predict"] = "predict"
+    model: str
+    split: str = "test"
+    tta: str = "none"
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+    unhashed = ("batch_size", "num_workers")
+
+    def references(self):
+        return [("model", self.model, CHECKPOINT_KINDS)]
+
+
+def load_model(task, train_cfg, path):
+    """The pure nn.Module of a task's LightningModule, with a checkpoint's weights, in eval mode."""
+    module = task.module(train_cfg)
+    module.load_state_dict(load_checkpoint(path)["state_dict"])
+    return module.model.eval()
+
+
+@register_stage("predict", PredictConfig)
+def run(ctx) -> dict:
+    path, train_cfg = ctx.checkpoint(Ref.parse(ctx.cfg.model, f"stages.{ctx.name}.model"))
+    model = load_model(ctx.task, train_cfg, path)
+    preds = ctx.task.predict(model, train_cfg, ctx.cfg, ctx.data_root, ctx.run.path)
+    files = [save_predictions(ctx.run.path / "predictions.npz", preds),
+             *ctx.task.write_predictions(preds, ctx.cfg, ctx.run.path)]
+    ctx.run.record_outputs(files)
+    ctx.info(f"{len(preds.ids)} {preds.split} items predicted with {path.name} (tta: {ctx.cfg.tta})")
+    return {"items": len(preds.ids), "split": preds.split}

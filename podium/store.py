@@ -1,0 +1,211 @@
+"""The run store: where every stage's outputs live, and the only way podium writes files.
+
+Layout: ``<root>/<recipe>/<stage>/<hash>/{manifest.json, checkpoints/, logs/, outputs}``.
+Reliability lives here: writes are atomic (a crash leaves the old file or the new one, never half of
+one), outputs carry a sha256 that is checked before they are used, and a lock per stage directory
+keeps two processes from running the same stage at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from podium.errors import CorruptFileError
+
+MANIFEST = "manifest.json"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` durably.
+
+    For writers that want a file name (PIL, h5py, torch.save). The temp file is in the same
+    directory so ``os.replace`` is atomic; file and directory are fsynced so the rename survives a
+    power cut. On an exception the temp file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically (same-dir temp file, fsync, ``os.replace``, fsync dir)."""
+    payload = data.encode() if isinstance(data, str) else data
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(payload)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: str | os.PathLike, expected_sha256: str) -> Path:
+    """Raise :class:`CorruptFileError` naming ``path`` unless it exists and matches the checksum."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptFileError(f"{path}: missing (recorded with sha256 {expected_sha256[:12]}...)")
+    found = sha256_file(path)
+    if found != expected_sha256:
+        raise CorruptFileError(
+            f"{path}: checksum mismatch (expected sha256 {expected_sha256[:12]}..., found {found[:12]}...);"
+            " the file is truncated or corrupt and will not be used"
+        )
+    return path
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the same content always gives the same text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def content_hash(obj: Any, length: int = 12) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, on_wait: Any = None) -> Iterator[None]:
+    """Exclusive advisory lock (``flock``); released by the kernel even if the process is killed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every manifest (what produced these files)."""
+    import lightning
+    import torch
+
+    import podium
+
+    return {
+        "podium": podium.__version__,
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class StageRun:
+    """One stage (or one sweep member) at one hash: its directory, manifest and lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            return {}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CorruptFileError(f"{self.manifest_path}: not valid JSON ({e})") from e
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json(self.manifest_path, manifest)
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    @property
+    def status(self) -> str:
+        return self.read_manifest().get("status", "missing")
+
+    def lock(self, on_wait: Any = None):
+        return file_lock(self.path / ".lock", on_wait=on_wait)
+
+    def record_outputs(self, files: list[str | os.PathLike]) -> dict[str, str]:
+        """Checksum output files (relative to the stage dir) into the manifest."""
+        manifest = self.read_manifest()
+        outputs = manifest.setdefault("outputs", {})
+        for f in files:
+            rel = Path(f).relative_to(self.path) if Path(f).is_absolute() else Path(f)
+            outputs[rel.as_posix()] = sha256_file(self.path / rel)
+        self.write_manifest(manifest)
+        return outputs
+
+    def output(self, name: str) -> Path:
+        """An output file, verified against its recorded checksum before anyone reads it."""
+        outputs = self.read_manifest().get("outputs", {})
+        if name not in outputs:
+            raise CorruptFileError(f"{self.path / name}: not a recorded output of this stage")
+        return verify_file(self.path / name, outputs[name])
+
+    def verify_outputs(self) -> None:
+        for name, digest in self.read_manifest().get("outputs", {}).items():
+            verify_file(self.path / name, digest)
+
+
+class RunStore:
+    """``<root>/<recipe>/<stage>/<hash>/``; root defaults to ``./runs`` or ``$PODIUM_HOME``."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root or os.environ.get("PODIUM_HOME") or "runs")
+
+    def stage_run(self, recipe: str, stage: str, stage_hash: str) -> StageRun:
+        return StageRun(self.root / recipe / stage / stage_hash)
+
+    def stage_runs(self, recipe: str, stage: str) -> list[StageRun]:
+        """Every hash ever run for a stage, oldest first by manifest start time."""
+        base = self.root / recipe / stage
+        if not base.is_dir():
+            return []
+        runs = [StageRun(p) for p in sorted(base.iterdir()) if (p / MANIFEST).is_file()]
+        return sorted(runs, key=lambda r: r.read_manifest().get("started", ""))
+
+
+def now() -> str:
+    """Wall-clock time for manifests only (never hashed)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

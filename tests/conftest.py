@@ -1,0 +1,35 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    """The tiny core recipe copied next to its plugin in a temp dir (tests may edit it)."""
+    shutil.copy(TESTS / "tinytask.py", tmp_path / "tinytask.py")
+    text = (TESTS / "recipes" / "tiny.yaml").read_text().replace("../tinytask.py", "tinytask.py")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def podium_cli(*args: str, store: Path, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PODIUM_HOME": str(store), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "podium", *args], env=env, capture_output=True, text=True,
+                          cwd=REPO, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"podium {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def podium_popen(*args: str, store: Path) -> subprocess.Popen:
+    env = {**os.environ, "PODIUM_HOME": str(store), "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "podium", *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
