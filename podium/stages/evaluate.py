@@ -9,11 +9,11 @@ from typing import Literal
 
 from rich.table import Table
 
-from podium.ensemble.predictions import load_predictions
+from podium.ensemble.predictions import Predictions, load_predictions
 from podium.recipe import StageConfig
 from podium.stages import register_stage
 from podium.stages.ensemble import PREDICTION_KINDS
-from podium.store import write_json
+from podium.store import StageRun, write_json
 
 
 class EvaluateConfig(StageConfig):
@@ -25,6 +25,14 @@ class EvaluateConfig(StageConfig):
 
     def references(self):
         return [(f"predictions[{i}]", name, PREDICTION_KINDS) for i, name in enumerate(self.inputs())]
+
+
+def prediction_source(run: StageRun) -> Predictions | StageRun:
+    """Per-item predictions when the stage wrote podium's npz, else the stage run with its files verified."""
+    if "predictions.npz" in run.read_manifest().get("outputs", {}):
+        return load_predictions(run.output("predictions.npz"))
+    run.verify_outputs()
+    return run
 
 
 def leaderboard_table(title: str, scores: dict[str, dict[str, float]]) -> Table:
@@ -42,8 +50,8 @@ def leaderboard_table(title: str, scores: dict[str, dict[str, float]]) -> Table:
 def run(ctx) -> dict:
     scores = {}
     for name in ctx.cfg.inputs():
-        preds = load_predictions(ctx.upstream_run(name).output("predictions.npz"))
-        scores[name] = ctx.task.evaluate(preds, ctx.data_root, ctx.cfg, ctx.run.path / name)
+        scores[name] = ctx.task.evaluate(prediction_source(ctx.upstream_run(name)), ctx.data_root, ctx.cfg,
+                                         ctx.run.path / name)
     path = write_json(ctx.run.path / "metrics.json", scores)
     ctx.run.record_outputs([path])
     ctx.console.print(leaderboard_table(f"{ctx.recipe.name}: {ctx.name}", scores))

@@ -1,4 +1,9 @@
-"""``predict``: run a checkpoint over a split (with optional TTA) into podium's npz and the task's format."""
+"""``predict``: run a checkpoint over a split (with optional TTA) into podium's npz and the task's format.
+
+Tasks whose predictions are per-item arrays return ``Predictions`` (ensembles can combine them); tasks
+whose predictions are files (MRI reconstructions) write them under the stage directory and return
+their paths, which are checksummed like any other output.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from podium.engine.checkpoint import load_checkpoint
-from podium.ensemble.predictions import save_predictions
+from podium.ensemble.predictions import Predictions, save_predictions
 from podium.recipe import Ref, StageConfig
 from podium.stages import CHECKPOINT_KINDS, register_stage
 
@@ -38,6 +43,10 @@ def run(ctx) -> dict:
     path, train_cfg = ctx.checkpoint(Ref.parse(ctx.cfg.model, f"stages.{ctx.name}.model"))
     model = load_model(ctx.task, train_cfg, path)
     preds = ctx.task.predict(model, train_cfg, ctx.cfg, ctx.data_root, ctx.run.path)
+    if not isinstance(preds, Predictions):
+        ctx.run.record_outputs(preds)
+        ctx.info(f"{len(preds)} files written with {path.name} (tta: {ctx.cfg.tta})")
+        return {"files": len(preds)}
     files = [save_predictions(ctx.run.path / "predictions.npz", preds),
              *ctx.task.write_predictions(preds, ctx.cfg, ctx.run.path)]
     ctx.run.record_outputs(files)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from podium.ensemble.predictions import load_predictions
 from podium.recipe import StageConfig
 from podium.stages import register_stage
 from podium.stages.ensemble import PREDICTION_KINDS
+from podium.stages.evaluate import prediction_source
 
 
 class SubmitConfig(StageConfig):
@@ -21,8 +21,8 @@ class SubmitConfig(StageConfig):
 
 @register_stage("submit", SubmitConfig)
 def run(ctx) -> dict:
-    preds = load_predictions(ctx.upstream_run(ctx.cfg.predictions).output("predictions.npz"))
+    preds = prediction_source(ctx.upstream_run(ctx.cfg.predictions))
     path = ctx.task.submit(preds, ctx.data_root, ctx.cfg, ctx.run.path / ctx.cfg.filename)
     ctx.run.record_outputs([path])
     ctx.info(f"submission written to {path}")
-    return {"rows": len(preds.ids)}
+    return {"file": path.name}

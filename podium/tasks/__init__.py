@@ -52,7 +52,8 @@ class Task:
         self._missing("train stages")
 
     def predict(self, model: Any, train_cfg: Any, cfg: Any, data_root: Path, out_dir: Path) -> Any:
-        """Run a model over a split; return a ``podium.ensemble.predictions.Predictions``."""
+        """Run a model over a split; return ``Predictions`` (per-item arrays), or the list of files it
+        wrote under ``out_dir`` when predictions are files (MRI reconstructions)."""
         self._missing("predict stages")
 
     def write_predictions(self, preds: Any, cfg: Any, out_dir: Path) -> list[Path]:
@@ -60,7 +61,8 @@ class Task:
         return []
 
     def evaluate(self, preds: Any, data_root: Path, cfg: Any, out_dir: Path) -> dict[str, float]:
-        """Score predictions with the leaderboard's exact metric; the first key is the headline."""
+        """Score predictions (``Predictions``, or a predict stage's verified ``StageRun`` when its outputs
+        are files) with the leaderboard's exact metric; the first key is the headline."""
         self._missing("evaluate stages")
 
     def submit(self, preds: Any, data_root: Path, cfg: Any, out_path: Path) -> Path:
