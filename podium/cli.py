@@ -93,6 +93,78 @@ def compare(run_a: Path = typer.Argument(..., help="A train stage directory or m
     console.print(table)
 
 
+synth_app = typer.Typer(no_args_is_help=True, help="Write a task's synthetic data set in the competition's layout.")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Score prediction files with a leaderboard's exact metric.")
+app.add_typer(synth_app, name="synth")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@synth_app.command("dirty-mnist")
+def synth_dirty_mnist(
+    out: Path = typer.Option(..., "--out", help="Output folder (the Dacon layout is written inside)"),
+    num_images: int = typer.Option(350_000, "--num-images", help="Training images"),
+    num_val: int = typer.Option(5_000, "--num-val", help="Validation images (held-out glyphs)"),
+    num_test: int = typer.Option(5_000, "--num-test", help="Leaderboard test images (held-out glyphs)"),
+    seed: int = typer.Option(0, "--seed"),
+    canvas_size: int = typer.Option(256, "--canvas-size"),
+    workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)"),
+) -> None:
+    """Synthesize dirty-MNIST images (10..14 noisy letters each); resumes if killed.
+
+    Example: podium synth dirty-mnist --out data/dirty --num-images 350000 --seed 0
+    """
+    from podium.tasks.multilabel.synth import synthesize_dacon
+
+    paths = synthesize_dacon(out, num_images, num_val, num_test, seed, canvas_size=canvas_size, workers=workers)
+    console.print(f"wrote {num_images + num_val + num_test} images under {out} ({len(paths)} entries)")
+
+
+@synth_app.command("fastmri")
+def synth_fastmri(
+    out: Path = typer.Option(..., "--out", help="Output folder (the SNU 2025 layout is written inside)"),
+    num_train: int = typer.Option(4, "--num-train", help="Training volumes per anatomy x acceleration"),
+    num_val: int = typer.Option(1, "--num-val", help="Validation volumes per anatomy x acceleration"),
+    num_leaderboard: int = typer.Option(2, "--num-leaderboard", help="Leaderboard volumes per anatomy x acc"),
+    seed: int = typer.Option(0, "--seed"),
+    height: int = typer.Option(768, "--height"),
+    width: int = typer.Option(396, "--width"),
+    target_size: int = typer.Option(384, "--target-size"),
+    coils: int = typer.Option(16, "--coils"),
+    slices: int = typer.Option(16, "--slices"),
+) -> None:
+    """Synthesize multi-coil brain- and knee-like k-space volumes with image_label/input/grappa.
+
+    Example: podium synth fastmri --out data/snu --num-train 2 --height 96 --width 64 --target-size 48 --coils 8
+    """
+    from podium.tasks.mri.synth import synthesize_fastmri
+
+    info = synthesize_fastmri(out, num_train, num_val, num_leaderboard, seed, height, width, target_size, coils,
+                              slices)
+    console.print(f"wrote {info['num_written']} of {info['num_volumes']} volumes under {out}")
+
+
+@evaluate_app.command("fastmri")
+def evaluate_fastmri(
+    recon: Path = typer.Option(..., "--recon", help="reconstructions_leaderboard folder ({acc4,acc8}/<file>.h5)"),
+    leaderboard: Path = typer.Option(..., "--leaderboard", help="leaderboard folder ({acc4,acc8}/image/<file>.h5)"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
+) -> None:
+    """The SNU FastMRI 2025 leaderboard SSIM (acc4, acc8, total), exactly as the official script.
+
+    Example: podium evaluate fastmri --recon out/reconstructions_leaderboard --leaderboard Data/leaderboard
+    """
+    import dataclasses
+    import json
+
+    from podium.metrics.ssim import leaderboard_table, score_leaderboard
+
+    score = score_leaderboard(recon, leaderboard, progress=not as_json)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(score), indent=2))
+    else:
+        console.print(leaderboard_table(score))
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
