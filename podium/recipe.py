@@ -70,6 +70,10 @@ class StageConfig(Strict):
     # dotted fields that do not change results (left out of the stage hash)
     unhashed: ClassVar[tuple[str, ...]] = ()
 
+    def nested(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(field, kind, raw config) of stage configs embedded in this one (a search stage's trial)."""
+        return []
+
     def references(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """(field path, reference text, kinds the referenced stage may be) for what this stage reads."""
         return []
@@ -253,7 +257,7 @@ def _yaml_scalar(value: Any) -> str:
                           default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
-def _stage_model(kind: str, task: str | None, path: str) -> type[StageConfig]:
+def stage_model(kind: str, task: str | None, path: str) -> type[StageConfig]:
     from podium.stages import stage_kinds
     from podium.tasks import get_task
 
@@ -349,12 +353,16 @@ def load_recipe(path: str | Path, profile: str | None = None, overrides: Sequenc
         if not isinstance(sraw, dict) or "kind" not in sraw:
             raise ConfigError(f"{where}.kind: required key is missing (every stage names its kind)")
         task = sraw.get("task", top.task)
-        model = _stage_model(sraw["kind"], task, where)
-        members = _expand_members(dict(sraw), where)
+        model = stage_model(sraw["kind"], task, where)
+        members = _expand_members(dict(sraw), where) if sraw["kind"] == "train" else [dict(sraw)]
         configs = []
         for i, m in enumerate(members):
             prefix = f"{where}.members[{i}]" if len(members) > 1 else where
-            configs.append(validate(model, {**m, "task": task}, prefix))
+            cfg = validate(model, {**m, "task": task}, prefix)
+            for fname, kind, data in cfg.nested():
+                validate(stage_model(kind, task, f"{prefix}.{fname}"), {**data, "kind": kind, "task": task},
+                         f"{prefix}.{fname}")
+            configs.append(cfg)
         refs = [(f, Ref.parse(text, f"{where}.{f}"), kinds) for f, text, kinds in configs[0].references()]
         needs = list(dict.fromkeys([*configs[0].needs, *(r.stage for _, r, _ in refs)]))
         nodes[name] = StageNode(name, configs[0].kind, task, configs, needs, refs)

@@ -149,6 +149,12 @@ class TinyTask(Task):
         pred = preds.scores if preds.kind == "classes" else preds.scores.argmax(1)
         return {"accuracy": float((pred == y).mean())}
 
+    def heldout_score(self, model, train_cfg, data_root):
+        x, y = _load(data_root / "val.csv")
+        with torch.no_grad():
+            pred = model(torch.tensor(x, dtype=torch.float32)).argmax(1).numpy()
+        return float((pred == y).mean())
+
     def submit(self, preds, data_root, cfg, out_path):
         pred = preds.scores if preds.kind == "classes" else preds.scores.argmax(1)
         rows = "".join(f"{i},{p}\n" for i, p in zip(preds.ids, pred, strict=True))

@@ -14,9 +14,13 @@ import torch
 
 
 def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from any tuple of ints / strings (stable across processes and Python versions)."""
+    """A seed in [0, 2**32) from any tuple of ints / strings, stable across processes and versions.
+
+    32 bits because that is what every consumer accepts (numpy's legacy RandomState, Lightning's
+    ``seed_everything``, Optuna's samplers); a wider seed is silently replaced by some of them.
+    """
     text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
 @contextlib.contextmanager

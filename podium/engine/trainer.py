@@ -100,12 +100,12 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir) -> L.Trainer:
+def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, extra_callbacks=()) -> L.Trainer:
     _quiet_lightning()
     if cfg.deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     progress = sys.stdout.isatty() if cfg.progress is None else cfg.progress
-    callbacks: list[Any] = [RNGStateCallback(), checkpoint]
+    callbacks: list[Any] = [RNGStateCallback(), *extra_callbacks, checkpoint]
     if progress:
         from lightning.pytorch.callbacks import RichProgressBar
         callbacks.append(RichProgressBar())

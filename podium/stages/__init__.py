@@ -15,7 +15,7 @@ from podium.errors import ConfigError
 
 # kinds whose stages leave model checkpoints that `model: stage@best` can point at
 CHECKPOINT_KINDS = ("train", "soup", "collect")
-_BUILTIN = ("synth", "train", "predict", "ensemble", "evaluate", "submit")
+_BUILTIN = ("synth", "train", "predict", "ensemble", "evaluate", "submit", "soup", "search")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """``train``: fit a task's model with Lightning; resume exactly from the last good checkpoint.
 
+``params_from: a_search_stage`` applies that Optuna study's best parameters.
 ``init: other@epoch=N`` warm-starts from another stage's checkpoint: its weights, or with
 ``init_state: full`` also its optimiser, scheduler and loop state (training continues from epoch N up
 to this stage's ``max_epochs``). ``members:`` (handled by the recipe) turns one stage into a sweep.
@@ -7,6 +8,7 @@ to this stage's ``max_epochs``). ``members:`` (handled by the recipe) turns one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
@@ -14,8 +16,9 @@ import lightning as L
 from podium.engine.checkpoint import PodiumCheckpoint, last_good_checkpoint, load_checkpoint
 from podium.engine.metrics_log import MetricsTable
 from podium.engine.trainer import DataModule, TrainerConfig, build_trainer
-from podium.recipe import Ref, StageConfig
+from podium.recipe import Ref, StageConfig, validate
 from podium.stages import CHECKPOINT_KINDS, register_stage
+from podium.store import StageRun
 
 
 class TrainConfig(StageConfig):
@@ -23,9 +26,11 @@ class TrainConfig(StageConfig):
     trainer: TrainerConfig = TrainerConfig()
     init: str | None = None
     init_state: Literal["weights", "full"] = "weights"
+    params_from: str | None = None
 
     def references(self):
-        return [("init", self.init, CHECKPOINT_KINDS)] if self.init else []
+        refs = [("init", self.init, CHECKPOINT_KINDS)] if self.init else []
+        return refs + ([("params_from", self.params_from, ("search",))] if self.params_from else [])
 
 
 def _format_row(row: dict) -> str:
@@ -33,38 +38,66 @@ def _format_row(row: dict) -> str:
     return f"epoch {row['epoch']}: {vals}"
 
 
-@register_stage("train", TrainConfig)
-def run(ctx) -> dict:
-    cfg, task = ctx.cfg, ctx.task
-    L.seed_everything(ctx.seed, workers=True, verbose=False)
+def fit(cfg: TrainConfig, task, run: StageRun, seed: int, data_root, info, warn,
+        init: tuple | None = None, callbacks: Sequence = ()) -> dict:
+    """Train ``cfg`` into ``run``'s directory, resuming from its newest good checkpoint if it has one.
+
+    ``init`` is ``(checkpoint path, "weights" | "full")`` for a warm start; ``callbacks`` are extra
+    Lightning callbacks (the search stage's pruning). Returns the stage metrics.
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
     module = task.module(cfg)
-    train_ds, val_ds = task.datasets(cfg, ctx.data_root, ctx.seed)
-    table = MetricsTable(ctx.run.path / "logs" / "metrics.csv")
+    train_ds, val_ds = task.datasets(cfg, data_root, seed)
+    table = MetricsTable(run.path / "logs" / "metrics.csv")
 
     ckpt_path = None
-    resume = last_good_checkpoint(ctx.run, ctx.warn)
+    resume = last_good_checkpoint(run, warn)
     if resume is not None:
-        ckpt_path = ctx.run.path / resume["file"]
+        ckpt_path = run.path / resume["file"]
         table.truncate(after_epoch=resume["epoch"])
-        ctx.info(f"resuming from {resume['file']} (epoch {resume['epoch']} of {cfg.trainer.max_epochs})")
+        info(f"resuming from {resume['file']} (epoch {resume['epoch']} of {cfg.trainer.max_epochs})")
     else:
         table.truncate(after_epoch=0)
-        if cfg.init:
-            init_path, _ = ctx.checkpoint(Ref.parse(cfg.init, f"stages.{ctx.name}.init"))
-            if cfg.init_state == "full":
+        if init is not None:
+            init_path, state = init
+            if state == "full":
                 ckpt_path = init_path
             else:
                 module.load_state_dict(load_checkpoint(init_path)["state_dict"])
-            ctx.info(f"initialised from {cfg.init} ({cfg.init_state})")
 
     monitor = cfg.trainer.monitor or task.monitor
     mode = cfg.trainer.mode or task.monitor_mode
-    callback = PodiumCheckpoint(ctx.run, monitor, mode, cfg.trainer.save_every_n_epochs,
-                                cfg.trainer.keep_last, table, on_epoch=lambda r: ctx.info(_format_row(r)))
-    trainer = build_trainer(cfg.trainer, callback, ctx.run.path)
-    trainer.fit(module, datamodule=DataModule(train_ds, val_ds, cfg.trainer, ctx.seed), ckpt_path=ckpt_path)
+    callback = PodiumCheckpoint(run, monitor, mode, cfg.trainer.save_every_n_epochs,
+                                cfg.trainer.keep_last, table, on_epoch=lambda r: info(_format_row(r)))
+    trainer = build_trainer(cfg.trainer, callback, run.path, extra_callbacks=callbacks)
+    trainer.fit(module, datamodule=DataModule(train_ds, val_ds, cfg.trainer, seed), ckpt_path=ckpt_path)
 
-    best = ctx.run.read_manifest().get("checkpoints", {}).get("best", {})
+    best = run.read_manifest().get("checkpoints", {}).get("best", {})
     last = table.rows[-1] if table.rows else {}
     return {f"best_{monitor}": best.get("score"), "best_epoch": best.get("epoch"),
             **{k: v for k, v in last.items() if k != "step"}}
+
+
+def with_params(cfg: TrainConfig, params: dict, where: str) -> TrainConfig:
+    """``cfg`` with dotted ``params`` (e.g. a search stage's best ``optim.lr``) applied and re-validated."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.create(cfg.model_dump(mode="json"))
+    for key, value in params.items():
+        OmegaConf.update(data, key, value, merge=True, force_add=True)
+    return validate(type(cfg), OmegaConf.to_container(data), where)
+
+
+@register_stage("train", TrainConfig)
+def run(ctx) -> dict:
+    cfg = ctx.cfg
+    if cfg.params_from:
+        best = ctx.upstream_run(cfg.params_from).read_manifest()["best_params"]
+        cfg = with_params(cfg, best, f"stages.{ctx.name} (with {cfg.params_from}'s best parameters)")
+        ctx.run.update_manifest(config=cfg.model_dump(mode="json"), params_applied=best)
+        ctx.info(f"parameters from {cfg.params_from}: {best}")
+    init = None
+    if cfg.init:
+        init = (ctx.checkpoint(Ref.parse(cfg.init, f"stages.{ctx.name}.init"))[0], cfg.init_state)
+        ctx.info(f"initialised from {cfg.init} ({cfg.init_state})")
+    return fit(cfg, ctx.task, ctx.run, ctx.seed, ctx.data_root, ctx.info, ctx.warn, init=init)

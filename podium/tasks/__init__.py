@@ -65,6 +65,10 @@ class Task:
         are files) with the leaderboard's exact metric; the first key is the headline."""
         self._missing("evaluate stages")
 
+    def heldout_score(self, model: Any, train_cfg: Any, data_root: Path) -> float:
+        """The leaderboard metric of a bare model on the held-out split (soups rank and grow by it)."""
+        self._missing("soup stages")
+
     def submit(self, preds: Any, data_root: Path, cfg: Any, out_path: Path) -> Path:
         """Write the submission file."""
         self._missing("submit stages")
