@@ -56,6 +56,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_stale_temps(directory: str | os.PathLike) -> None:
+    """Delete the temp files of writes a kill interrupted (``atomic_path`` names them ``.<name>.*.tmp``)."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for stale in directory.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` atomically (same-dir temp file, fsync, ``os.replace``, fsync dir)."""
     payload = data.encode() if isinstance(data, str) else data

@@ -35,13 +35,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from scipy.signal.windows import tukey
 
+from podium.engine.progress import progress_bar
 from podium.engine.seeding import derive_seed
 from podium.errors import DataError
-from podium.store import atomic_path, atomic_write
+from podium.store import atomic_path, atomic_write, remove_stale_temps
 from podium.tasks.mri.masks import fixed_pattern
 
 ANATOMIES = ("brain", "knee")
@@ -451,16 +450,6 @@ def _check_generator(out: Path, config: dict) -> None:
         atomic_write(path, json.dumps(config, indent=2) + "\n")
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
 
 def synthesize_fastmri(
     out_dir: str | os.PathLike,
@@ -511,10 +500,9 @@ def synthesize_fastmri(
     )
     volumes = _plan(out, num_train, num_val, num_leaderboard, accelerations, anatomies)
     pending = [v for v in volumes if not (v.kspace_path.is_file() and v.image_path.is_file())]
-    for folder in {p.parent for v in pending for p in (v.kspace_path, v.image_path)}:
-        for stale in folder.glob(".*.tmp"):  # left by a killed run's atomic writes
-            stale.unlink()
-    with _progress(progress) as bar:
+    for folder in sorted({p.parent for v in pending for p in (v.kspace_path, v.image_path)}):
+        remove_stale_temps(folder)
+    with progress_bar(progress) as bar:
         task = bar.add_task("synth fastmri", total=len(volumes), completed=len(volumes) - len(pending))
         for vol in pending:
             bar.update(task, description=f"synth {vol.key}")

@@ -32,11 +32,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from podium.engine.progress import progress_bar
 from podium.errors import DataError
-from podium.store import atomic_write, write_json
+from podium.store import atomic_write, remove_stale_temps, write_json
 from podium.tasks.multilabel.glyphs import GLYPH_SIZE, LETTERS, read_glyph_csv, write_glyph_csvs
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -282,22 +281,6 @@ def _check_config(path: Path, config: dict) -> None:
     write_json(path, config)
 
 
-def _remove_stale_temps(directory: Path) -> None:
-    """Temp files of writes that a kill interrupted (atomic_path names them ``.<name>.<random>.tmp``)."""
-    if directory.is_dir():
-        for stale in directory.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
 
 
 def synthesize_split(
@@ -339,8 +322,8 @@ def synthesize_split(
     }
     images_dir.mkdir(parents=True, exist_ok=True)
     _check_config(shard_dir / "config.json", config)
-    _remove_stale_temps(images_dir)
-    _remove_stale_temps(shard_dir)
+    remove_stale_temps(images_dir)
+    remove_stale_temps(shard_dir)
 
     stop = first_index + count
     chunks = [
@@ -349,7 +332,7 @@ def synthesize_split(
     ]
     pending = [c for c in chunks if not _chunk_done(c)]
     workers = max(1, min(workers or default_workers(), len(pending)))
-    with _worker_pool(workers, bank) as pool, _progress(progress) as bar:
+    with _worker_pool(workers, bank) as pool, progress_bar(progress) as bar:
         done = count - sum(c.stop - c.start for c in pending)
         task = bar.add_task(f"synth {images_dir.name}", total=count, completed=done)
         written = (
@@ -357,7 +340,7 @@ def synthesize_split(
         )
         for n in written:
             bar.advance(task, n)
-    _remove_stale_temps(answer_csv.parent)
+    remove_stale_temps(answer_csv.parent)
     shard_rows = [c.shard.read_text().splitlines()[1:] for c in chunks]
     return atomic_write(
         answer_csv, "\n".join([ANSWER_HEADER, *(r for rows in shard_rows for r in rows)]) + "\n"
