@@ -1,1 +1,209 @@
-"""FastMRI challenge (SNU 2025 and fastMRI layouts): data, masks, VarNet, leaderboard SSIM."""
+"""FastMRI challenge (SNU 2025 and fastMRI layouts): data, masks, VarNet, leaderboard SSIM.
+
+The ``mri`` task wires them to the stage kinds: ``synth`` writes the SNU ``Data/`` layout, ``train``
+fits a VarNet on ``train/`` and selects checkpoints by the leaderboard SSIM on ``val/``, ``predict``
+reconstructs ``leaderboard/{acc4,acc8}`` into ``reconstructions_leaderboard/`` (timed against the
+3,600 s budget), and ``evaluate`` scores them with the 2025 metric next to the zero-filled input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from podium.engine.trainer import TrainerConfig
+from podium.errors import ConfigError, DataError
+from podium.metrics.ssim import score_leaderboard
+from podium.recipe import Strict
+from podium.stages.predict import PredictConfig
+from podium.stages.synth import SynthConfig
+from podium.stages.train import TrainConfig
+from podium.store import StageRun, write_json
+from podium.tasks import Task, register_task
+from podium.tasks.mri.data import MriReader, scan_snu
+from podium.tasks.mri.dataset import SliceDataset
+from podium.tasks.mri.masks import FIXED_CENTER_FRACTION, HelperMaskSampler
+from podium.tasks.mri.module import MriModule
+from podium.tasks.mri.reconstruct import (
+    RECON_DIR,
+    TIMING_FILE,
+    leaderboard_folders,
+    reconstruct_leaderboard,
+    zero_filled_ssim,
+)
+from podium.tasks.mri.synth import synthesize_fastmri
+
+LISTING_FILE = "listing.json"
+TRAIN_SPLITS = ("train", "val")
+
+
+class MriSynth(SynthConfig):
+    """Counts are per (anatomy, acceleration): the real set has 85 train, 15 val, 29 leaderboard each."""
+
+    num_train: int = Field(85, ge=1)
+    num_val: int = Field(15, ge=1)
+    num_leaderboard: int = Field(29, ge=1)
+    height: int = Field(768, ge=8)
+    width: int = Field(396, ge=8)
+    target_size: int = Field(384, ge=8)
+    coils: int = Field(16, ge=1)
+    slices: int = Field(16, ge=1)
+    progress: bool = True
+
+    unhashed = ("progress",)
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> MriSynth:
+        if self.target_size > min(self.height, self.width):
+            raise ValueError(f"target_size {self.target_size} is larger than the {self.height} x {self.width} "
+                             "k-space it is cropped from")
+        return self
+
+
+class VarNetConfig(Strict):
+    """``create_model`` arguments; the defaults are fastMRI's E2E VarNet with the challenge's 384 crop."""
+
+    name: Literal["varnet"] = "varnet"
+    num_cascades: int = Field(12, ge=1)
+    chans: int = Field(18, ge=1)
+    pools: int = Field(4, ge=1)
+    sens_chans: int = Field(8, ge=1)
+    sens_pools: int = Field(4, ge=1)
+    mask_center: bool = True
+    crop_size: int | tuple[int, int] | None = 384
+
+
+class MaskConfig(Strict):
+    """Training masks. ``fixed``: the challenge pattern of each file's acceleration (baseline, "Hacker");
+    ``file``: the mask stored in the file; ``helper``: with probability ``robust_probability`` a mask
+    outside that pattern (equispaced with another start, share ``equispaced_share``, else random).
+    Validation always uses the fixed pattern (the stored mask for ``file``), so it is deterministic.
+    The robust probability is constant over epochs: a sample's key carries its seed, not its epoch."""
+
+    kind: Literal["fixed", "file", "helper"] = "fixed"
+    robust_probability: float = Field(1.0, ge=0, le=1)
+    equispaced_share: float = Field(0.5, ge=0, le=1)
+    center_fraction: float = Field(FIXED_CENTER_FRACTION, gt=0, lt=1)
+
+
+class OptimConfig(Strict):
+    """Adam with a step decay: fastMRI's VarNet leaderboard recipe (3e-4, x0.1 at epoch 40)."""
+
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_step_size: int = Field(40, ge=1)
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+
+
+class MriTrainerConfig(TrainerConfig):
+    batch_size: int = Field(1, ge=1)  # files differ in coil count and size; the baseline trains slice by slice
+
+
+class MriTrain(TrainConfig):
+    trainer: MriTrainerConfig = MriTrainerConfig()
+    model: VarNetConfig = VarNetConfig()
+    mask: MaskConfig = MaskConfig()
+    optim: OptimConfig = OptimConfig()
+
+
+class MriPredict(PredictConfig):
+    """``batch_size`` slices of one file per forward pass; ``device`` auto picks CUDA when present."""
+
+    split: Literal["leaderboard"] = "leaderboard"
+    tta: Literal["none"] = "none"
+    batch_size: int = Field(1, ge=1)
+    device: str = "auto"
+
+    unhashed = ("batch_size", "num_workers", "device")
+
+
+def _split_files(split_dir: Path) -> list[Path]:
+    """k-space and image files of one split, checked as the readers will need them."""
+    volumes = scan_snu(split_dir)
+    unnamed = [v.kspace_path for v in volumes if v.anatomy is None]
+    if unnamed:
+        raise DataError(f"{unnamed[0]}: file name must start with brain_ or knee_ ({len(unnamed)} such files)")
+    orphans = sorted({p.name for p in (split_dir / "image").glob("*.h5")} - {v.name for v in volumes})
+    if orphans:
+        raise DataError(f"{split_dir / 'image' / orphans[0]}: image file without k-space "
+                        f"(no {split_dir / 'kspace' / orphans[0]}; {len(orphans)} such files)")
+    return [p for v in volumes for p in (v.kspace_path, v.target_path)]
+
+
+@register_task
+class MriTask(Task):
+    name = "mri"
+    version = "1"
+    configs = {"synth": MriSynth, "train": MriTrain, "predict": MriPredict}
+    monitor = "val_ssim"
+    monitor_mode = "max"
+
+    def synth(self, cfg: MriSynth, out_dir: Path, seed: int) -> list[Path]:
+        """Checksums cover a listing (names, sizes) rather than the volumes themselves: at full size the
+        k-space is ~300 GB, which every later ``podium run`` would re-hash before skipping the stage."""
+        synthesize_fastmri(out_dir, cfg.num_train, cfg.num_val, cfg.num_leaderboard, seed, cfg.height, cfg.width,
+                           cfg.target_size, cfg.coils, cfg.slices, progress=cfg.progress)
+        listing = [[p.relative_to(out_dir).as_posix(), p.stat().st_size] for p in self.check_data(out_dir)]
+        return [out_dir / ".synth.json", write_json(out_dir / LISTING_FILE, listing)]
+
+    def check_data(self, root: Path) -> list[Path]:
+        """A real SNU ``Data/`` root: train/, val/ and leaderboard/acc<N>/, each with kspace/ and image/."""
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root}: data root not found")
+        splits = [*TRAIN_SPLITS, *(f"leaderboard/{acc}" for acc in leaderboard_folders(root / "leaderboard"))]
+        return sorted(p for split in splits for p in _split_files(root / split))
+
+    def datasets(self, cfg: MriTrain, data_root: Path, seed: int) -> tuple[SliceDataset, SliceDataset]:
+        """Train on ``train/`` with the configured masks, validate on ``val/`` with deterministic ones."""
+        train, val = (scan_snu(data_root / split) for split in TRAIN_SPLITS)
+        _check_crop(cfg.model.crop_size, train[0])
+        m = cfg.mask
+        helper = None
+        if m.kind == "helper":
+            helper = HelperMaskSampler(center_fraction=m.center_fraction, equispaced_share=m.equispaced_share,
+                                       p_max=m.robust_probability)
+        return SliceDataset(train, m.kind, helper), SliceDataset(val, "file" if m.kind == "file" else "fixed")
+
+    def module(self, cfg: MriTrain) -> MriModule:
+        return MriModule(cfg)
+
+    def predict(self, model, train_cfg: MriTrain, cfg: MriPredict, data_root: Path, out_dir: Path) -> list[Path]:
+        return reconstruct_leaderboard(model, data_root / "leaderboard", out_dir, batch_size=cfg.batch_size,
+                                       num_workers=cfg.num_workers, device=cfg.device)
+
+    def evaluate(self, preds: Any, data_root: Path, cfg: Any, out_dir: Path) -> dict[str, float]:
+        """2025 leaderboard SSIM per acceleration and total, then the zero-filled input's (``image_input``)
+        as the baseline, then the reconstruction time and its share of the 3,600 s budget."""
+        if not isinstance(preds, StageRun):
+            raise ConfigError("task 'mri' evaluates a predict stage's reconstruction files; "
+                              "point evaluate.predictions at a predict stage")
+        leaderboard = data_root / "leaderboard"
+        folders = leaderboard_folders(leaderboard)
+        score = score_leaderboard(preds.path / RECON_DIR, leaderboard, accelerations=folders)
+        zero = zero_filled_ssim(leaderboard, folders)
+        timing = json.loads(preds.output(TIMING_FILE).read_text())
+        return {
+            "ssim_total": score.total,
+            **{f"ssim_{acc}": score.ssim[acc] for acc in folders},
+            "zero_filled_total": zero["total"],
+            **{f"zero_filled_{acc}": zero[acc] for acc in folders},
+            "inference_s": timing["seconds"],
+            "budget_share": timing["budget_share"],
+        }
+
+
+def _check_crop(crop_size: int | tuple[int, int] | None, volume) -> None:
+    """The model's output crop must be the target's size, or the loss compares misaligned images."""
+    reader = MriReader()
+    try:
+        shape = tuple(reader.target(volume, 0).shape)
+    finally:
+        reader.close()
+    crop = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
+    if crop is None or tuple(crop) != shape:
+        raise ConfigError(f"model.crop_size: {crop_size!r} does not match the {shape[0]} x {shape[1]} target "
+                          f"images of {volume.target_path}; set it to {shape[0]}")

@@ -1,0 +1,60 @@
+"""LightningModule around the pure reconstruction network: SSIM loss with each slice's ``attrs['max']``.
+
+``val_ssim`` is the leaderboard's own per-slice SSIM (foreground mask by anatomy, 7x7 uniform window,
+data range ``attrs['max']``), averaged over slices, so the checkpoint picked as best is the one the
+leaderboard would rank best; ``val_loss`` is the training loss (unmasked SSIM) on the same slices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from podium.metrics.ssim import leaderboard_ssim
+from podium.tasks.mri.losses import SSIMLoss
+from podium.tasks.mri.models import create_model
+
+
+class MriModule(L.LightningModule):
+    """Trains ``self.model`` (masked k-space, mask -> cropped image) against ``image_label``."""
+
+    def __init__(self, cfg: Any):
+        super().__init__()
+        self.cfg = cfg
+        self.model = create_model(cfg.model.name, **cfg.model.model_dump(exclude={"name"}))
+        self.loss = SSIMLoss()
+
+    def forward(self, masked_kspace: Tensor, mask: Tensor) -> Tensor:
+        return self.model(masked_kspace, mask)
+
+    def _output(self, batch: dict[str, Any]) -> Tensor:
+        output = self(batch["masked_kspace"], batch["mask"])
+        if output.shape != batch["target"].shape:
+            raise ValueError(f"model output {tuple(output.shape)} does not match the target "
+                             f"{tuple(batch['target'].shape)}: set model.crop_size to the image size")
+        return output
+
+    def training_step(self, batch: dict[str, Any], _) -> Tensor:
+        output = self._output(batch)
+        loss = self.loss(output, batch["target"], batch["max_value"])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(output))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], _) -> None:
+        output = self._output(batch)
+        size = len(output)
+        self.log("val_loss", self.loss(output, batch["target"], batch["max_value"]), batch_size=size)
+        ssim = torch.stack([
+            leaderboard_ssim(output[i], batch["target"][i], batch["max_value"][i], batch["anatomy"][i])
+            for i in range(size)
+        ])
+        self.log("val_ssim", ssim.mean(), batch_size=size)
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        opt = torch.optim.Adam(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step_size, gamma=o.lr_gamma)
+        return [opt], [sched]

@@ -1,0 +1,164 @@
+"""Leaderboard reconstruction in the challenge's format, timed against its 3,600 s inference budget.
+
+Reads ``leaderboard/<accX>/kspace/*.h5`` slice batches (each batch from one file, which fixes the coil
+count and size) through a DataLoader, so HDF5 reads overlap the model when ``num_workers > 0``, and
+writes ``reconstructions_leaderboard/<accX>/<same name>.h5`` with dataset ``reconstruction``
+(slices, crop, crop) float32 as each volume completes. The k-space is multiplied by the file's own
+stored mask: at inference the acquisition is what it is.
+
+Also here: the leaderboard SSIM of the zero-filled input (``image_input`` of the image files), the
+score a model has to beat, computed with the same per-slice metric and slice-weighted pooling.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from podium.errors import DataError
+from podium.metrics.ssim import anatomy_from_name, leaderboard_ssim
+from podium.store import atomic_path, write_json
+from podium.tasks.mri.data import MriReader, MriVolume, open_h5, require_attr, require_dataset, scan_snu, slice_index
+from podium.tasks.mri.dataset import masked_kspace
+
+RECON_DIR = "reconstructions_leaderboard"
+RECON_KEY = "reconstruction"
+TIMING_FILE = "reconstruct.json"
+BUDGET_SECONDS = 3600.0
+SCORE_CHUNK = 8
+
+
+def leaderboard_folders(root: Path) -> list[str]:
+    """The ``acc<N>`` folders of a leaderboard root, by acceleration: the groups the ranking averages."""
+    if not root.is_dir():
+        raise DataError(f"{root}: leaderboard folder not found")
+    folders = [p.name for p in root.iterdir() if p.is_dir() and re.fullmatch(r"acc\d+", p.name)]
+    if not folders:
+        raise DataError(f"{root}: no acc<N> folders (expected acc4 and acc8)")
+    return sorted(folders, key=lambda name: int(name[3:]))
+
+
+class _KspaceSlices(torch.utils.data.Dataset):
+    """Leaderboard slices in file order -> (masked k-space, mask) with the file's stored mask."""
+
+    def __init__(self, volumes: list[MriVolume]):
+        self.volumes = volumes
+        self.index = slice_index(volumes)
+        self.reader = MriReader()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        v, s = self.index[index]
+        volume = self.volumes[v]
+        return masked_kspace(self.reader.kspace(volume, s), self.reader.mask(volume))
+
+
+def _volume_batches(volumes: list[MriVolume], batch_size: int) -> tuple[list[list[int]], list[int]]:
+    """Batches of consecutive slice indices that never cross a file, and the volume of each batch."""
+    batches, owners, start = [], [], 0
+    for v, volume in enumerate(volumes):
+        for first in range(0, volume.num_slices, batch_size):
+            batches.append(list(range(start + first, start + min(first + batch_size, volume.num_slices))))
+            owners.append(v)
+        start += volume.num_slices
+    return batches, owners
+
+
+def _write_reconstruction(path: Path, volume: np.ndarray) -> Path:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(RECON_KEY, data=volume.astype(np.float32, copy=False))
+    return path
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def reconstruct_leaderboard(
+    model: torch.nn.Module,
+    leaderboard_root: Path,
+    out_dir: Path,
+    *,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    device: str = "auto",
+    console: Console | None = None,
+) -> list[Path]:
+    """Reconstruct every leaderboard volume under ``out_dir/reconstructions_leaderboard``; return the files
+    written, the last being ``reconstruct.json`` (seconds, share of the 3,600 s budget, slices, device).
+
+    The clock runs from the first read to the last file written, as the challenge timed its scripts.
+    """
+    console = console or Console()
+    volumes, targets = [], []
+    for acc in leaderboard_folders(leaderboard_root):
+        for volume in scan_snu(leaderboard_root / acc, with_targets=False):
+            volumes.append(volume)
+            targets.append(out_dir / RECON_DIR / acc / volume.name)
+    batches, owners = _volume_batches(volumes, batch_size)
+    loader = torch.utils.data.DataLoader(_KspaceSlices(volumes), batch_sampler=batches, num_workers=num_workers)
+    dev = _device(device)
+    model = model.to(dev).eval()
+    total = sum(v.num_slices for v in volumes)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console)
+    files, pending = [], []
+    start = time.perf_counter()
+    with progress, torch.inference_mode():
+        bar = progress.add_task("reconstruct leaderboard", total=total)
+        for (kspace, mask), v in zip(loader, owners, strict=True):
+            pending.append(model(kspace.to(dev), mask.to(dev)).float().cpu().numpy())
+            if sum(len(p) for p in pending) == volumes[v].num_slices:
+                files.append(_write_reconstruction(targets[v], np.concatenate(pending)))
+                pending = []
+            progress.update(bar, advance=len(kspace))
+    seconds = time.perf_counter() - start
+    share = seconds / BUDGET_SECONDS
+    console.print(f"reconstructed {total} slices of {len(volumes)} volumes in {seconds:.1f} s on {dev.type}: "
+                  f"{100 * share:.2f}% of the challenge's {BUDGET_SECONDS:,.0f} s inference budget")
+    timing = {"seconds": seconds, "budget_seconds": BUDGET_SECONDS, "budget_share": share, "slices": total,
+              "volumes": len(volumes), "device": str(dev), "batch_size": batch_size}
+    return [*files, write_json(out_dir / TIMING_FILE, timing)]
+
+
+def zero_filled_ssim(leaderboard_root: Path, folders: list[str]) -> dict[str, float]:
+    """Leaderboard SSIM of ``image_input`` (the zero-filled RSS the image files carry) per folder and total.
+
+    Same metric as the ranking: per-slice masked SSIM with ``attrs['max']``, the plain mean over every
+    slice of a folder, then the mean over folders.
+    """
+    scores: dict[str, float] = {}
+    for acc in folders:
+        files = sorted((leaderboard_root / acc / "image").glob("*.h5"))
+        if not files:
+            raise DataError(f"{leaderboard_root / acc / 'image'}: no .h5 files")
+        total, count = 0.0, 0
+        for path in files:
+            anatomy = anatomy_from_name(path.name)
+            with open_h5(path) as f:
+                label = require_dataset(f, "image_label", 3)
+                zero_filled = require_dataset(f, "image_input", 3)
+                if zero_filled.shape != label.shape:
+                    raise DataError(f"{path}: 'image_input' has shape {zero_filled.shape} but 'image_label' "
+                                    f"has {label.shape}")
+                data_range = float(require_attr(f, "max"))
+                for first in range(0, label.shape[0], SCORE_CHUNK):
+                    rows = slice(first, min(first + SCORE_CHUNK, label.shape[0]))
+                    ssim = leaderboard_ssim(torch.from_numpy(zero_filled[rows]), torch.from_numpy(label[rows]),
+                                            data_range, anatomy)
+                    total += float(ssim.double().sum())
+                    count += len(ssim)
+        scores[acc] = total / count
+    scores["total"] = sum(scores[a] for a in folders) / len(folders)
+    return scores
