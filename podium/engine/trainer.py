@@ -28,6 +28,7 @@ class TrainerConfig(Strict):
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; hashed: the last bits depend on it
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     num_nodes: int = Field(1, ge=1)
@@ -102,6 +103,8 @@ def _quiet_lightning() -> None:
 
 def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, extra_callbacks=()) -> L.Trainer:
     _quiet_lightning()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if cfg.deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     progress = sys.stdout.isatty() if cfg.progress is None else cfg.progress

@@ -49,6 +49,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def write_report(recipe, runner) -> Path:
     from podium.api import status
+    from podium.stages.evaluate import scalar_columns
 
     root = runner.store.root / recipe.name
     parts = [f"<h1>{html.escape(recipe.name)}</h1>",
@@ -61,7 +62,7 @@ def write_report(recipe, runner) -> Path:
         runs = runner.runs_of(name)
         if node.kind == "evaluate" and runs[0].status == "done":
             scores = json.loads(runs[0].output("metrics.json").read_text())
-            cols = list(dict.fromkeys(k for m in scores.values() for k in m if not isinstance(m[k], (list, dict))))
+            cols = scalar_columns(scores)
             parts.append(f"<h2>Leaderboard: {html.escape(name)}</h2>")
             parts.append(_table(["predictions", *cols], [[p, *(f"{m[c]:.4f}" if isinstance(m.get(c), float)
                                                                else m.get(c, "") for c in cols)]

@@ -35,12 +35,18 @@ def prediction_source(run: StageRun) -> Predictions | StageRun:
     return run
 
 
-def leaderboard_table(title: str, scores: dict[str, dict[str, float]]) -> Table:
-    columns = list(dict.fromkeys(k for m in scores.values() for k in m))
+def scalar_columns(scores: dict[str, dict]) -> list[str]:
+    """Metric names whose values are single numbers (per-class breakdowns stay in metrics.json)."""
+    return list(dict.fromkeys(k for m in scores.values() for k, v in m.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)))
+
+
+def leaderboard_table(title: str, scores: dict[str, dict]) -> Table:
     table = Table(title=title)
     table.add_column("predictions")
+    columns = scalar_columns(scores)
     for c in columns:
-        table.add_column(c, justify="right")
+        table.add_column(c, justify="right", overflow="fold")
     for name, m in scores.items():
         table.add_row(name, *(f"{m[c]:.4f}" if isinstance(m.get(c), float) else str(m.get(c, "")) for c in columns))
     return table
@@ -53,6 +59,7 @@ def run(ctx) -> dict:
         scores[name] = ctx.task.evaluate(prediction_source(ctx.upstream_run(name)), ctx.data_root, ctx.cfg,
                                          ctx.run.path / name)
     path = write_json(ctx.run.path / "metrics.json", scores)
-    ctx.run.record_outputs([path])
+    extras = sorted(p for p in ctx.run.path.rglob("*") if p.is_file() and p.parent != ctx.run.path)
+    ctx.run.record_outputs([path, *extras])
     ctx.console.print(leaderboard_table(f"{ctx.recipe.name}: {ctx.name}", scores))
     return {name: next(iter(m.values())) for name, m in scores.items()}
