@@ -198,13 +198,17 @@ def _load_yaml(path: Path):
 
 
 def _apply_dotlist(cfg, items: Sequence[str], where: str):
+    """Apply ``key=value`` items. A mapping merges into a mapping (a profile can change one trainer field);
+    anything else replaces (a list of sweep members replaces a grid of them)."""
     for item in items:
         if "=" not in item:
             raise ConfigError(f"{where}: override {item!r} is not of the form key=value")
         key, _, value = item.partition("=")
         try:
             parsed = OmegaConf.from_dotlist([f"_={value}"])["_"]
-            OmegaConf.update(cfg, key.strip(), parsed, merge=True, force_add=True)
+            existing = OmegaConf.select(cfg, key.strip(), default=None)
+            merge = not (OmegaConf.is_dict(existing) and not OmegaConf.is_dict(parsed))
+            OmegaConf.update(cfg, key.strip(), parsed, merge=merge, force_add=True)
         except OmegaConfBaseException as e:
             raise ConfigError(f"{where}: cannot apply override {item!r} ({e})") from None
     return cfg

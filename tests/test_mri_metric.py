@@ -140,6 +140,22 @@ def test_ssim_matches_skimage_on_phantoms(anatomy: str, threshold: float) -> Non
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("anatomy", ["brain", "knee"])
+def test_ssim_matches_skimage_on_podium_synthetic_data(tmp_path: Path, anatomy: str) -> None:
+    import h5py
+
+    from podium.tasks.mri.synth import synthesize_fastmri
+
+    synthesize_fastmri(tmp_path, 1, 0, 1, 5, 64, 48, 32, 4, 3, accelerations=(8,), progress=False)
+    with h5py.File(tmp_path / "leaderboard" / "acc8" / "image" / f"{anatomy}_test1.h5") as f:
+        target, recon, data_range = f["image_label"][()], f["image_input"][()], float(f.attrs["max"])
+    got = leaderboard_ssim(torch.from_numpy(recon), torch.from_numpy(target), data_range, anatomy)
+    threshold = {"brain": 5e-5, "knee": 2e-5}[anatomy]
+    expected = [_skimage_reference(r, t, data_range, threshold) for r, t in zip(recon, target, strict=True)]
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5, rtol=0)
+    assert max(expected) < 0.99
+
+
 def test_ssim_map_is_valid_convolution() -> None:
     x = torch.rand(2, 3, 20, 17)
     assert ssim_map(x, x, 1.0).shape == (2, 3, 14, 11)

@@ -107,6 +107,7 @@ def test_a_reconstruction_equal_to_the_target_scores_exactly_one(pipeline, tmp_p
     fake.record_outputs(files)
     scores = get_task("mri").evaluate(fake, root, None, tmp_path / "eval")
     assert scores["ssim_total"] == scores["ssim_acc4"] == scores["ssim_acc8"] == 1.0
+    assert scores["fastmri_ssim"] == pytest.approx(1.0) and scores["fastmri_nmse"] == 0.0
     assert scores["zero_filled_total"] < 1.0
 
     shutil.copy(root / "leaderboard/acc4/image/knee_test1.h5", fake.path / RECON_DIR / "acc4" / "knee_test1.h5")

@@ -16,7 +16,7 @@ from scipy.ndimage import uniform_filter
 from skimage.metrics import peak_signal_noise_ratio
 
 from podium.errors import DataError
-from podium.tasks.mri.data import FASTMRI_TARGET_KEYS, open_h5, require_attr, require_dataset
+from podium.hdf5 import FASTMRI_TARGET_KEYS, open_h5, require_attr, require_dataset
 
 WIN_SIZE = 7
 K1 = 0.01

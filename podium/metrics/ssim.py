@@ -22,6 +22,7 @@ from rich.progress import track
 from rich.table import Table
 
 from podium.errors import DataError
+from podium.hdf5 import open_h5
 
 FOREGROUND_THRESHOLDS: dict[str, float] = {"brain": 5e-5, "knee": 2e-5}
 ACCELERATIONS: tuple[str, ...] = ("acc4", "acc8")
@@ -148,14 +149,6 @@ class LeaderboardScore:
     volumes: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _open(path: Path) -> h5py.File:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise DataError(f"{path}: not a readable HDF5 file ({e})") from e
-
 
 def _dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
     if key not in f or not isinstance(f[key], h5py.Dataset):
@@ -214,7 +207,7 @@ def score_volume(
     anatomy = anatomy_from_name(target_path.name)
     device = torch.device(device)
     chunk_slices = chunk_slices or (CPU_CHUNK if device.type == "cpu" else GPU_CHUNK)
-    with _open(target_path) as tf, _open(recon_path) as rf, _one_thread_on_cpu(device):
+    with open_h5(target_path) as tf, open_h5(recon_path) as rf, _one_thread_on_cpu(device):
         target = _dataset(tf, target_path, TARGET_KEY)
         recon = _dataset(rf, recon_path, RECON_KEY)
         if recon.shape != target.shape:

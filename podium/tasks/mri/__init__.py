@@ -30,6 +30,7 @@ from podium.tasks.mri.module import MriModule
 from podium.tasks.mri.reconstruct import (
     RECON_DIR,
     TIMING_FILE,
+    fastmri_metrics,
     leaderboard_folders,
     reconstruct_leaderboard,
     zero_filled_ssim,
@@ -177,7 +178,8 @@ class MriTask(Task):
 
     def evaluate(self, preds: Any, data_root: Path, cfg: Any, out_dir: Path) -> dict[str, float]:
         """2025 leaderboard SSIM per acceleration and total, then the zero-filled input's (``image_input``)
-        as the baseline, then the reconstruction time and its share of the 3,600 s budget."""
+        as the baseline, fastMRI's own per-volume SSIM / PSNR / NMSE, then the reconstruction time and its
+        share of the 3,600 s budget."""
         if not isinstance(preds, StageRun):
             raise ConfigError("task 'mri' evaluates a predict stage's reconstruction files; "
                               "point evaluate.predictions at a predict stage")
@@ -191,6 +193,7 @@ class MriTask(Task):
             **{f"ssim_{acc}": score.ssim[acc] for acc in folders},
             "zero_filled_total": zero["total"],
             **{f"zero_filled_{acc}": zero[acc] for acc in folders},
+            **fastmri_metrics(preds.path / RECON_DIR, leaderboard, folders),
             "inference_s": timing["seconds"],
             "budget_share": timing["budget_share"],
         }

@@ -20,13 +20,13 @@ import h5py
 import numpy as np
 
 from podium.errors import DataError
+from podium.hdf5 import FASTMRI_TARGET_KEYS, open_h5, require_attr, require_dataset
 from podium.tasks.mri.masks import acceleration_from_mask
 
 KSPACE_KEY = "kspace"
 MASK_KEY = "mask"
 SNU_TARGET_KEY = "image_label"
 SNU_IMAGE_KEYS = ("image_label", "image_input", "image_grappa")
-FASTMRI_TARGET_KEYS = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}
 ISMRMRD_NS = {"m": "http://www.ismrm.org/ISMRMRD"}
 _SNU_NAME = re.compile(r"^(brain|knee)_(?:acc(\d+)_)?[^/]*\.h5$")
 
@@ -62,35 +62,6 @@ def anatomy_from_acquisition(acquisition: str | None) -> str | None:
     if acquisition.startswith("CORPD"):
         return "knee"
     return "brain" if acquisition.startswith("AX") else None
-
-
-def open_h5(path: str | os.PathLike) -> h5py.File:
-    """Open read-only; a missing or unreadable file is a :class:`DataError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise DataError(f"{path}: not a readable HDF5 file ({e})") from e
-
-
-def require_dataset(f: h5py.File, key: str, ndim: int | Sequence[int] | None = None) -> h5py.Dataset:
-    """``f[key]`` as a dataset of the expected rank, or a :class:`DataError` naming the file and key."""
-    item = f.get(key)
-    if not isinstance(item, h5py.Dataset):
-        raise DataError(f"{f.filename}: dataset '{key}' not found (has {sorted(f.keys())})")
-    allowed = (ndim,) if isinstance(ndim, int) else ndim
-    if allowed is not None and item.ndim not in allowed:
-        raise DataError(f"{f.filename}: dataset '{key}' has shape {item.shape}, expected {allowed} dims")
-    return item
-
-
-def require_attr(f: h5py.File, name: str) -> Any:
-    """``f.attrs[name]``, or a :class:`DataError` naming the file and the attribute."""
-    if name not in f.attrs:
-        raise DataError(f"{f.filename}: attribute '{name}' not found (has {sorted(f.attrs.keys())})")
-    return f.attrs[name]
 
 
 def _attr_str(f: h5py.File, name: str) -> str | None:

@@ -23,9 +23,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from podium.errors import DataError
+from podium.hdf5 import open_h5, require_attr, require_dataset
+from podium.metrics.reconstruction import evaluate_volume
 from podium.metrics.ssim import anatomy_from_name, leaderboard_ssim
 from podium.store import atomic_path, write_json
-from podium.tasks.mri.data import MriReader, MriVolume, open_h5, require_attr, require_dataset, scan_snu, slice_index
+from podium.tasks.mri.data import MriReader, MriVolume, scan_snu, slice_index
 from podium.tasks.mri.dataset import masked_kspace
 
 RECON_DIR = "reconstructions_leaderboard"
@@ -162,3 +164,19 @@ def zero_filled_ssim(leaderboard_root: Path, folders: list[str]) -> dict[str, fl
         scores[acc] = total / count
     scores["total"] = sum(scores[a] for a in folders) / len(folders)
     return scores
+
+
+def fastmri_metrics(recon_root: Path, leaderboard_root: Path, folders: list[str]) -> dict[str, float]:
+    """fastMRI's own evaluate as a second opinion: per-volume NMSE, PSNR and SSIM (skimage, volume max),
+    averaged over every leaderboard volume. Unlike the leaderboard SSIM it has no foreground mask."""
+    per_volume = []
+    for acc in folders:
+        for path in sorted((leaderboard_root / acc / "image").glob("*.h5")):
+            recon_path = recon_root / acc / path.name
+            with open_h5(path) as f, open_h5(recon_path) as r:
+                target = require_dataset(f, "image_label", 3)[()]
+                recon = require_dataset(r, RECON_KEY, 3)[()]
+            if recon.shape != target.shape:
+                raise DataError(f"{recon_path}: '{RECON_KEY}' has shape {recon.shape}; expected {target.shape}")
+            per_volume.append(evaluate_volume(target, recon))
+    return {f"fastmri_{k.lower()}": float(np.mean([v[k] for v in per_volume])) for k in ("SSIM", "PSNR", "NMSE")}
