@@ -197,10 +197,13 @@ class StageRun:
 
 
 class RunStore:
-    """``<root>/<recipe>/<stage>/<hash>/``; root defaults to ``./runs`` or ``$PODIUM_HOME``."""
+    """``<root>/<recipe>/<stage>/<hash>/``; root defaults to ``./runs`` or ``$PODIUM_HOME``.
+
+    The root is made absolute once, so stage code can hand over paths without caring about the cwd.
+    """
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root or os.environ.get("PODIUM_HOME") or "runs")
+        self.root = Path(root or os.environ.get("PODIUM_HOME") or "runs").absolute()
 
     def stage_run(self, recipe: str, stage: str, stage_hash: str) -> StageRun:
         return StageRun(self.root / recipe / stage / stage_hash)

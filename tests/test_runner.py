@@ -185,6 +185,14 @@ def test_compare_reports_first_differing_epoch(tiny_recipe, tmp_path):
     assert diff.max_abs_difference["train_loss"] == expected
 
 
+def test_relative_store_path(tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = podium.run(tiny_recipe, [], store="relative-runs", console=QUIET, report=False, only=["data"])
+    assert out.outcomes[0].state == "done"
+    assert manifest(tmp_path / "relative-runs", "data")["outputs"].keys() == {"data/train.csv", "data/val.csv",
+                                                                               "data/test.csv"}
+
+
 def test_status_cli_lists_every_stage(tiny_recipe, tmp_path):
     store = tmp_path / "s"
     run(tiny_recipe, store, "stages.fit.trainer.max_epochs=2", only=["data", "fit"])
