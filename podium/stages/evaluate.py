@@ -42,13 +42,25 @@ def scalar_columns(scores: dict[str, dict]) -> list[str]:
 
 
 def leaderboard_table(title: str, scores: dict[str, dict]) -> Table:
-    table = Table(title=title)
-    table.add_column("predictions")
+    """Predictions as rows and metrics as columns; turned sideways when there are many metrics (MRI)."""
     columns = scalar_columns(scores)
+
+    def cell(m: dict, c: str) -> str:
+        return f"{m[c]:.4f}" if isinstance(m.get(c), float) else str(m.get(c, ""))
+
+    table = Table(title=title)
+    if len(columns) > 6:
+        table.add_column("metric")
+        for name in scores:
+            table.add_column(name, justify="right")
+        for c in columns:
+            table.add_row(c, *(cell(m, c) for m in scores.values()))
+        return table
+    table.add_column("predictions")
     for c in columns:
-        table.add_column(c, justify="right", overflow="fold")
+        table.add_column(c, justify="right")
     for name, m in scores.items():
-        table.add_row(name, *(f"{m[c]:.4f}" if isinstance(m.get(c), float) else str(m.get(c, "")) for c in columns))
+        table.add_row(name, *(cell(m, c) for c in columns))
     return table
 
 
