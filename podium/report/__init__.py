@@ -33,6 +33,9 @@ def _curves(name: str, csv_paths: list[Path], out: Path) -> Path | None:
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if len(tables) > 1:
+        axes[0][0].legend(fontsize=7)
     fig.suptitle(name, fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:
