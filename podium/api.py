@@ -86,7 +86,7 @@ def _age(manifest: dict[str, Any]) -> str:
     return f"{max(seconds, 0):.0f}s"
 
 
-def _key_metric(metrics: dict[str, Any]) -> str:
+def key_metric(metrics: dict[str, Any]) -> str:
     for k, v in metrics.items():
         if isinstance(v, float) and not math.isnan(v):
             return f"{k}={v:.4f}"
@@ -108,7 +108,7 @@ def status(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: 
         states = [m.get("status", "missing") for m in manifests]
         state = states[0] if len(runs) == 1 else f"{states.count('done')}/{len(runs)} done"
         rows.append(StageStatus(name, recipe.stages[name].kind, state, runs[0].path.name if len(runs) == 1
-                                else f"{len(runs)} members", _key_metric(manifests[0].get("metrics", {})),
+                                else f"{len(runs)} members", key_metric(manifests[0].get("metrics", {})),
                                 _age(manifests[0]), runs[0].path))
     return rows
 

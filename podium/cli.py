@@ -28,7 +28,7 @@ def _summary(result: api.RunResult) -> None:
         table.add_column(col)
     for o in result.outcomes:
         label = o.stage + (f"[{o.member}]" if o.member is not None else "")
-        table.add_row(label, o.state, f"{o.seconds:.1f}", api._key_metric(o.metrics))
+        table.add_row(label, o.state, f"{o.seconds:.1f}", api.key_metric(o.metrics))
     console.print(table)
     from podium.stages.evaluate import leaderboard_table
 
