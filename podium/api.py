@@ -100,14 +100,18 @@ def status(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: 
     """Each stage's state at the recipe's current hashes: done, running, failed, partial or missing."""
     recipe = _as_recipe(recipe, profile, overrides)
     store = store if isinstance(store, RunStore) else RunStore(store)
-    runner = Runner(recipe, store)
+    return stage_statuses(Runner(recipe, store))
+
+
+def stage_statuses(runner: Runner) -> list[StageStatus]:
+    """The status rows of a runner's recipe, reusing its stage hashes."""
     rows = []
-    for name in recipe.order:
+    for name in runner.recipe.order:
         runs = runner.runs_of(name)
         manifests = [r.read_manifest() for r in runs]
         states = [m.get("status", "missing") for m in manifests]
         state = states[0] if len(runs) == 1 else f"{states.count('done')}/{len(runs)} done"
-        rows.append(StageStatus(name, recipe.stages[name].kind, state, runs[0].path.name if len(runs) == 1
+        rows.append(StageStatus(name, runner.recipe.stages[name].kind, state, runs[0].path.name if len(runs) == 1
                                 else f"{len(runs)} members", key_metric(manifests[0].get("metrics", {})),
                                 _age(manifests[0]), runs[0].path))
     return rows

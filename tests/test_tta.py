@@ -85,3 +85,18 @@ def test_registry_holds_the_modes_and_refuses_duplicates():
     assert len(TTA_MODES["rot90"]()) == 4
     with pytest.raises(ValueError, match="already registered"):
         register_tta("rot90")(lambda: ())
+
+
+def test_predict_dataset_keeps_order_across_batches_and_refuses_empty():
+    from podium.ensemble.tta import predict_dataset
+
+
+    images = torch.arange(5 * 4 * 4, dtype=torch.float32).reshape(5, 1, 4, 4) / 80
+    dataset = [(img, i) for i, img in enumerate(images)]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    got = predict_dataset(model, dataset, batch_size=2, mode="hflip", activation="softmax")
+    with torch.no_grad():
+        expected = (torch.softmax(model(images), 1) + torch.softmax(model(images.flip(-1)), 1)) / 2
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-6)
+    with pytest.raises(PodiumError, match="empty"):
+        predict_dataset(model, [], batch_size=2)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from rich.progress import track
 from torch import Tensor
 
 from podium.errors import PodiumError
@@ -86,3 +88,19 @@ def tta_predict(
     for view in others:
         total += _activate(forward(view(images)), activation).double()
     return (total / (1 + len(others))).to(dtype)
+
+
+def predict_dataset(model: torch.nn.Module, dataset, batch_size: int, num_workers: int = 0, mode: str = "none",
+                    activation: str | None = None, label: str = "predict") -> np.ndarray:
+    """float32 outputs of ``model`` (eval mode, on the GPU when there is one) over a dataset of
+    ``(image, anything)`` items, in dataset order, averaged over the TTA mode's views, with a progress bar."""
+    if len(dataset) == 0:
+        raise PodiumError(f"{label}: the dataset to predict is empty")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.eval().to(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    out = []
+    with torch.inference_mode():
+        for images, _ in track(loader, description=label, transient=True):
+            out.append(tta_predict(model, images.to(device), mode, activation).float().cpu())
+    return torch.cat(out).numpy()

@@ -51,13 +51,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_report(recipe, runner) -> Path:
-    from podium.api import status
+    from podium.api import stage_statuses
     from podium.stages.evaluate import scalar_columns
 
     root = runner.store.root / recipe.name
     parts = [f"<h1>{html.escape(recipe.name)}</h1>",
              f"<p>profile: {html.escape(str(recipe.profile))} &middot; seed {recipe.seed}</p><h2>Stages</h2>"]
-    rows = status(recipe, store=runner.store)
+    rows = stage_statuses(runner)
     parts.append(_table(["stage", "kind", "state", "hash", "key metric", "path"],
                         [[r.stage, r.kind, r.state, r.hash, r.metric, r.path] for r in rows]))
     for name in recipe.order:

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 
 from podium.ensemble.predictions import Predictions
-from podium.ensemble.tta import tta_predict
+from podium.ensemble.tta import predict_dataset
 from podium.errors import ConfigError, DataError
 from podium.metrics.classification import multiclass_scores, save_confusion_png
 from podium.stages.evaluate import EvaluateConfig
@@ -84,20 +84,6 @@ def _classes(preds: Predictions) -> np.ndarray:
     return preds.scores.astype(np.int64) if preds.kind == "classes" else np.argmax(preds.scores, axis=1)
 
 
-def _logits(model: torch.nn.Module, dataset: MaskDataset, batch_size: int, num_workers: int, tta: str,
-            device: torch.device) -> np.ndarray:
-    """float32 (items, 18) logits of an eval-mode model, in dataset order (hflip TTA: mean of both views)."""
-    from rich.progress import track
-
-    model.eval().to(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    out = []
-    with torch.inference_mode():
-        for images, _ in track(loader, description="predict", transient=True):
-            out.append(tta_predict(model, images.to(device), tta).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, NUM_CLASSES), np.float32)
-
-
 def _csv(header: list[str], rows) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -140,8 +126,7 @@ class MaskTask(Task):
             photos = split_photos(layout, train_cfg.data)[1]
             ids, paths = [p.image_id for p in photos], [p.path for p in photos]
         dataset = MaskDataset(paths, [-1] * len(paths), [build_transform(train_cfg.data.image_size, "eval")])
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        logits = _logits(model, dataset, cfg.batch_size, cfg.num_workers, cfg.tta, device)
+        logits = predict_dataset(model, dataset, cfg.batch_size, cfg.num_workers, cfg.tta)
         return Predictions(np.array(ids), logits, "logits", cfg.split)
 
     def write_predictions(self, preds: Predictions, cfg: object, out_dir: Path) -> list[Path]:
@@ -203,8 +188,6 @@ class MaskTask(Task):
         photos = split_photos(layout, train_cfg.data)[1]
         labels = [photo_label(p.person, p.kind, train_cfg.data) for p in photos]
         dataset = MaskDataset([p.path for p in photos], labels, [build_transform(train_cfg.data.image_size, "eval")])
-        device = next(model.parameters()).device
         trainer = train_cfg.trainer
-        logits = _logits(model, dataset, trainer.eval_batch_size or trainer.batch_size, trainer.num_workers, "none",
-                         device)
+        logits = predict_dataset(model, dataset, trainer.eval_batch_size or trainer.batch_size, trainer.num_workers)
         return float(multiclass_scores(logits.argmax(1), np.array(labels), NUM_CLASSES)["macro_f1"])

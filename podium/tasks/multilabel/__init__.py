@@ -12,12 +12,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field
 
 from podium.engine.seeding import split_keys
 from podium.ensemble.predictions import Predictions
-from podium.ensemble.tta import tta_predict
+from podium.ensemble.tta import predict_dataset
 from podium.errors import DataError
 from podium.metrics.classification import multilabel_scores
 from podium.recipe import Strict
@@ -142,16 +141,12 @@ class MultilabelTask(Task):
         paths = _split_items(layout, "val", train_cfg.data)[0] if cfg.split == "val" else layout.images("test")
         ids = sorted(paths)
         ds = DirtyMnistDataset([paths[i] for i in ids], None, build_transforms(train_cfg.data.image_size, train=False))
-        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-        probs = []
-        with torch.inference_mode():
-            for images, _ in _progress(loader, f"predict {cfg.split}"):
-                probs.append(tta_predict(model, images, cfg.tta, "sigmoid"))
-        return Predictions(np.array(ids), torch.cat(probs).numpy().astype(np.float32), "probs", cfg.split)
+        probs = predict_dataset(model, ds, cfg.batch_size, cfg.num_workers, cfg.tta, "sigmoid", f"predict {cfg.split}")
+        return Predictions(np.array(ids), probs, "probs", cfg.split)
 
     def write_predictions(self, preds: Predictions, cfg, out_dir: Path) -> list[Path]:
         if cfg.output == "labels":
-            text = _csv(preds.ids, (preds.scores >= cfg.threshold).astype(np.int64), "%d")
+            text = _csv(preds.ids, (preds.scores > cfg.threshold).astype(np.int64), "%d")
         else:
             text = _csv(preds.ids, preds.scores, "%.6f")
         return [atomic_write(out_dir / "predictions.csv", text)]
@@ -177,10 +172,5 @@ class MultilabelTask(Task):
             raise DataError(f"sample_submission.csv lists index {missing[0]} with no prediction "
                             f"({len(missing)} missing; predictions are for split {preds.split!r})")
         rows = preds.scores[[by_id[i] for i in sample]]
-        return atomic_write(out_path, _csv(np.array(sample), (rows >= cfg.threshold).astype(np.int64), "%d"))
+        return atomic_write(out_path, _csv(np.array(sample), (rows > cfg.threshold).astype(np.int64), "%d"))
 
-
-def _progress(loader, label: str):
-    from rich.progress import track
-
-    return track(loader, description=label, transient=True)
