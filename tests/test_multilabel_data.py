@@ -9,18 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
-from podium.engine.seeding import EpochSampler
+from podium.engine.seeding import EpochSampler, derive_seed
 from podium.errors import DataError
 from podium.tasks.multilabel.data import (
     DaconLayout,
     DirtyMnistDataset,
+    GlyphDataset,
     build_transforms,
     list_images,
     load_image,
     read_answer_csv,
 )
-from podium.tasks.multilabel.glyphs import LETTERS
-from podium.tasks.multilabel.synth import synthesize_dacon
+from podium.tasks.multilabel.glyphs import LETTERS, read_glyph_csv
+from podium.tasks.multilabel.synth import draw_plan, glyph_banks, render_plan, synthesize_dacon
 
 HEADER = "index," + ",".join(LETTERS)
 
@@ -196,3 +197,34 @@ def test_eval_transform_is_deterministic_and_unlabelled_items_carry_their_index(
     assert torch.equal(image, dataset[(1, 8)][0])
     pixels = torch.from_numpy(load_image(paths[1])).float() / 255
     assert torch.allclose(image[0], (pixels - 0.5) / 0.5, atol=1e-6)
+
+
+def test_glyph_banks_hold_out_the_last_rows_of_each_letter_in_test_csv(root: Path):
+    train, held = glyph_banks(root / "mnist_data", held_out_fraction=0.25)
+    assert train.sizes == (2 + 3,) * 26 and held.sizes == (1,) * 26  # 2 train.csv + 4 test.csv rows per letter
+    letters, glyphs = read_glyph_csv(root / "mnist_data" / "test.csv")
+    for k in (0, 7, 25):
+        last = glyphs[np.flatnonzero(letters == k)[-1]]
+        doubled = np.minimum(last.astype(np.uint16) * 2, 255).astype(np.uint8)
+        assert np.array_equal(held.pools[k][0], doubled)
+        assert not any(np.array_equal(g, doubled) for g in train.pools[k])
+
+
+@pytest.mark.parametrize("letters", [(1, 1), (2, 4)])
+def test_glyph_images_are_the_synthesis_algorithm_with_few_letters(root: Path, letters: tuple[int, int]):
+    bank, _ = glyph_banks(root / "mnist_data")
+    dataset = GlyphDataset(bank, 10, 48, letters, build_transforms(48, train=False), seed=5)
+    assert len(dataset) == 10
+    for sample_seed in (11, 12, 13):
+        image, target = dataset[(3, sample_seed)]
+        plan = draw_plan(np.random.default_rng(sample_seed), 48, bank.sizes, letters)
+        pixels = torch.from_numpy(render_plan(plan, bank)).float() / 255
+        assert torch.allclose(image[0], (pixels - 0.5) / 0.5, atol=1e-6)
+        assert letters[0] <= int(target.sum()) <= letters[1]
+        assert torch.equal(target, torch.from_numpy(plan.labels.astype(np.float32)))
+        drawn = render_plan(plan, bank, noise=False) > 0
+        for p in plan.placements:
+            drawn[p.y : p.y + p.size, p.x : p.x + p.size] = False
+        assert not drawn.any(), "ink only inside the labelled letters' boxes"
+    assert not torch.equal(dataset[(3, 11)][0], dataset[(3, 12)][0])
+    assert torch.equal(dataset[4][0], dataset[(4, derive_seed(5, "glyph", 4))][0]), "validation items are fixed"

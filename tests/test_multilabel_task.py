@@ -19,6 +19,8 @@ SHRINK = [
     "stages.data.glyphs_per_letter=4", "stages.data.workers=1",
     *(o for m in MODELS for o in (f"stages.{m}.trainer.max_epochs=1", f"stages.{m}.trainer.batch_size=16",
                                   f"stages.{m}.data.image_size=32")),
+    "stages.glyphs.trainer.max_epochs=1", "stages.glyphs.data.glyphs.num_train=32",
+    "stages.glyphs.data.glyphs.num_val=8", "stages.glyphs.data.image_size=16",
 ]
 
 
@@ -83,3 +85,13 @@ def test_real_layout_without_answers_fails_clearly(tmp_path):
     with pytest.raises(DataError, match="dirty_mnist_2nd_answer.csv"):
         podium.run(RECIPE, [*SHRINK, f"data.root={tmp_path}"], profile="tiny", store=tmp_path / "s",
                    console=Console(quiet=True))
+
+
+@pytest.mark.slow
+def test_tiny_profile_learns_letters(tmp_path):
+    """The tiny profile as `make demo` runs it (about 3.5 minutes on 2 cores) beats predicting all zeros."""
+    board = podium.run(RECIPE, profile="tiny", store=tmp_path, console=Console(quiet=True)).leaderboard["leaderboard"]
+    baseline = board["blend"]["all_zeros_baseline"]
+    assert board["blend"]["accuracy"] >= baseline + 0.06
+    for name in ("pred_m512", "pred_m256", "pred_m64", "pred_l", "pred_s"):
+        assert board[name]["accuracy"] >= baseline + 0.04, name

@@ -12,9 +12,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from podium.engine.seeding import split_keys
+from podium.engine.seeding import derive_seed, split_keys
 from podium.ensemble.predictions import Predictions
 from podium.ensemble.tta import predict_dataset
 from podium.errors import DataError
@@ -32,11 +32,12 @@ from podium.tasks.multilabel.data import (
     LETTERS,
     DaconLayout,
     DirtyMnistDataset,
+    GlyphDataset,
     build_transforms,
 )
 from podium.tasks.multilabel.model import ModelConfig
 from podium.tasks.multilabel.module import MultilabelModule, OptimConfig
-from podium.tasks.multilabel.synth import synthesize_dacon
+from podium.tasks.multilabel.synth import glyph_banks, synthesize_dacon
 
 
 class MultilabelSynth(SynthConfig):
@@ -50,11 +51,32 @@ class MultilabelSynth(SynthConfig):
     unhashed = ("workers",)
 
 
+class GlyphConfig(Strict):
+    """Glyph pretraining images: ``letters`` letters drawn on the fly on a ``canvas_size`` noise canvas."""
+
+    canvas_size: int = Field(64, ge=32)
+    letters: tuple[int, int] = (1, 1)
+    num_train: int = Field(8_000, ge=1)
+    num_val: int = Field(1_000, ge=1)
+    held_out_fraction: float = Field(0.15, gt=0, lt=1)
+
+    @field_validator("letters")
+    @classmethod
+    def _letters(cls, letters: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= letters[0] <= letters[1] <= len(LETTERS):
+            raise ValueError(f"expected [low, high] with 1 <= low <= high <= 26, got {list(letters)}")
+        return letters
+
+
 class DataConfig(Strict):
     image_size: int = Field(384, ge=16)
     augment: bool = True
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0
+    # images: the competition's dirty images. glyphs: pretraining on images drawn from mnist_data's
+    # glyphs (train.csv and test.csv less the held-out rows that validation and test images use).
+    source: Literal["images", "glyphs"] = "images"
+    glyphs: GlyphConfig = GlyphConfig()
 
 
 class MultilabelTrain(TrainConfig):
@@ -125,6 +147,13 @@ class MultilabelTask(Task):
     def datasets(self, cfg: MultilabelTrain, data_root: Path, seed: int):
         layout = DaconLayout(data_root)
         size = cfg.data.image_size
+        if cfg.data.source == "glyphs":
+            g = cfg.data.glyphs
+            train_bank, held_bank = glyph_banks(layout.root / "mnist_data", g.held_out_fraction)
+            return (GlyphDataset(train_bank, g.num_train, g.canvas_size, g.letters,
+                                 build_transforms(size, train=cfg.data.augment), seed),
+                    GlyphDataset(held_bank, g.num_val, g.canvas_size, g.letters,
+                                 build_transforms(size, train=False), derive_seed(seed, "glyph-val")))
         out = []
         for split, train in (("train", True), ("val", False)):
             paths, labels = _split_items(layout, split, cfg.data)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import timm
 import torch
 from pydantic import Field
 
-from podium.errors import DataError
+from podium.errors import ConfigError, DataError
 from podium.recipe import Strict
 
 NUM_LETTERS = 26
@@ -20,6 +21,39 @@ class ModelConfig(Strict):
     drop_rate: float = Field(0.5, ge=0, lt=1)
     drop_path_rate: float = Field(0.2, ge=0, lt=1)
     pretrained_file: str | None = None
+    # pool: timm's own head (global pooling, then the classifier), as the write-up ran it.
+    # class_max: the classifier at every feature-map position, then each letter's maximum (below).
+    head: Literal["pool", "class_max"] = "pool"
+    output_stride: Literal[8, 16, 32] = 32
+
+
+class ClassMaxHead(torch.nn.Module):
+    """Score each letter at every position of the feature map and keep its maximum over positions.
+
+    A letter is a small object anywhere in the image, so "is it present" is "does some position look
+    like it": a per-position letter detector, rather than one linear map of pooled features that has
+    to separate 26 letters from a blend of 10..14 of them. It is what lets a network pretrained on
+    single glyphs recognise them among a dozen others from its first step. The backbone keeps timm's
+    classifier, so the state dict is timm's with a ``backbone.`` prefix.
+    """
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        classifier = backbone.get_classifier()
+        if not isinstance(classifier, torch.nn.Linear):
+            raise ConfigError(f"model.head: class_max needs a linear classifier; "
+                              f"{type(backbone).__name__} has {type(classifier).__name__}")
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_features(images)
+        if features.ndim != 4:
+            raise ConfigError(f"model.head: class_max needs [B, C, H, W] feature maps; "
+                              f"{type(self.backbone).__name__} gives shape {tuple(features.shape)}")
+        features = torch.nn.functional.dropout(features, getattr(self.backbone, "drop_rate", 0.0), self.training)
+        classifier = self.backbone.get_classifier()
+        maps = torch.einsum("bchw,kc->bkhw", features, classifier.weight)
+        return maps.amax(dim=(2, 3)) + classifier.bias
 
 
 def build_model(cfg: ModelConfig, grad_checkpointing: bool = False) -> torch.nn.Module:
@@ -29,13 +63,16 @@ def build_model(cfg: ModelConfig, grad_checkpointing: bool = False) -> torch.nn.
     """
     kwargs = dict(in_chans=cfg.in_chans, num_classes=NUM_LETTERS, drop_rate=cfg.drop_rate,
                   drop_path_rate=cfg.drop_path_rate)
+    if cfg.output_stride != 32:
+        kwargs["output_stride"] = cfg.output_stride
     if cfg.pretrained_file:
         if not Path(cfg.pretrained_file).is_file():
             raise DataError(f"model.pretrained_file: {cfg.pretrained_file}: no such file")
-        model = timm.create_model(cfg.name, pretrained=True,
-                                  pretrained_cfg_overlay={"file": str(cfg.pretrained_file)}, **kwargs)
-    else:
-        model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(cfg.pretrained_file)})
+    try:
+        model = timm.create_model(cfg.name, **kwargs)
+    except (TypeError, RuntimeError) as e:  # an unknown name or an argument the family lacks
+        raise ConfigError(f"model: timm cannot build {cfg.name!r} with {sorted(kwargs)} ({e})") from None
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
-    return model
+    return ClassMaxHead(model) if cfg.head == "class_max" else model

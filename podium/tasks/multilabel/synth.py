@@ -125,9 +125,21 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def plan_image(seed: int, split: str, index: int, canvas_size: int, pool_sizes: Sequence[int]) -> ImagePlan:
     """Draw one image's noise and placements from its own generator, in the algorithm's order."""
-    rng = image_rng(seed, split, index)
+    return draw_plan(image_rng(seed, split, index), canvas_size, pool_sizes)
+
+
+def draw_plan(
+    rng: np.random.Generator,
+    canvas_size: int,
+    pool_sizes: Sequence[int],
+    letters: tuple[int, int] = (MIN_LETTERS, MAX_LETTERS),
+) -> ImagePlan:
+    """The algorithm's draws, in its order, with ``letters[0]..letters[1]`` distinct letters.
+
+    Only glyph pretraining (:class:`~podium.tasks.multilabel.data.GlyphDataset`) asks for other counts.
+    """
     noise = rng.integers(0, 255, (canvas_size, canvas_size), dtype=np.uint8)
-    count = int(rng.integers(MIN_LETTERS, MAX_LETTERS + 1))
+    count = int(rng.integers(letters[0], letters[1] + 1))
     placements = []
     for letter in rng.choice(26, size=count, replace=False):
         glyph = int(rng.integers(pool_sizes[letter]))
@@ -365,6 +377,20 @@ def held_out_rows(letters: np.ndarray, fraction: float) -> np.ndarray:
     return held
 
 
+def glyph_banks(mnist_dir: str | os.PathLike, held_out_fraction: float = 0.15) -> tuple[GlyphBank, GlyphBank]:
+    """(training bank, held-out bank) from ``mnist_data/{train,test}.csv``: train.csv plus all but the
+    last ``held_out_fraction`` of each letter's test.csv rows, and those last rows."""
+    mnist_dir = Path(mnist_dir)
+    train_letters, train_glyphs = read_glyph_csv(mnist_dir / "train.csv")
+    test_letters, test_glyphs = read_glyph_csv(mnist_dir / "test.csv")
+    held = held_out_rows(test_letters, held_out_fraction)
+    train_bank = GlyphBank(
+        np.concatenate([train_letters, test_letters[~held]]),
+        np.concatenate([train_glyphs, test_glyphs[~held]]),
+    )
+    return train_bank, GlyphBank(test_letters[held], test_glyphs[held])
+
+
 def synthesize_dacon(
     out_dir: str | os.PathLike,
     num_train: int,
@@ -413,14 +439,7 @@ def synthesize_dacon(
     mnist = out / "mnist_data"
     if not ((mnist / "train.csv").is_file() and (mnist / "test.csv").is_file()):
         write_glyph_csvs(mnist, seed, glyphs_per_letter, test_glyphs_per_letter)
-    train_letters, train_glyphs = read_glyph_csv(mnist / "train.csv")
-    test_letters, test_glyphs = read_glyph_csv(mnist / "test.csv")
-    held = held_out_rows(test_letters, held_out_fraction)
-    train_bank = GlyphBank(
-        np.concatenate([train_letters, test_letters[~held]]),
-        np.concatenate([train_glyphs, test_glyphs[~held]]),
-    )
-    held_bank = GlyphBank(test_letters[held], test_glyphs[held])
+    train_bank, held_bank = glyph_banks(mnist, held_out_fraction)
 
     paths: dict[str, Path | int] = {"mnist_train": mnist / "train.csv", "mnist_test": mnist / "test.csv"}
     splits = [
