@@ -9,7 +9,8 @@ from rich.console import Console
 
 import podium
 from podium.ensemble.predictions import load_predictions
-from podium.errors import DataError
+from podium.errors import ConfigError, DataError
+from podium.recipe import load_recipe
 from podium.tasks.multilabel.data import LETTERS
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "dirty-mnist.yaml"
@@ -85,6 +86,11 @@ def test_real_layout_without_answers_fails_clearly(tmp_path):
     with pytest.raises(DataError, match="dirty_mnist_2nd_answer.csv"):
         podium.run(RECIPE, [*SHRINK, f"data.root={tmp_path}"], profile="tiny", store=tmp_path / "s",
                    console=Console(quiet=True))
+
+
+def test_a_bad_glyph_letter_range_names_its_dotted_path():
+    with pytest.raises(ConfigError, match=r"stages\.glyphs\.data\.glyphs\.letters: .*1 <= low <= high <= 26.*\[3, 1\]"):
+        load_recipe(RECIPE, "tiny", ["stages.glyphs.data.glyphs.letters=[3,1]"])
 
 
 @pytest.mark.slow

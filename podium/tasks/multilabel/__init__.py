@@ -64,7 +64,7 @@ class GlyphConfig(Strict):
     @classmethod
     def _letters(cls, letters: tuple[int, int]) -> tuple[int, int]:
         if not 1 <= letters[0] <= letters[1] <= len(LETTERS):
-            raise ValueError(f"expected [low, high] with 1 <= low <= high <= 26, got {list(letters)}")
+            raise ValueError(f"expected two counts low, high with 1 <= low <= high <= 26, got {list(letters)}")
         return letters
 
 
