@@ -19,9 +19,9 @@ from typing import Any
 from rich.console import Console
 
 from podium.errors import ConfigError, CorruptFileError, PodiumError
-from podium.recipe import Recipe, Ref, StageConfig, StageNode
+from podium.recipe import Recipe, Ref, StageConfig, StageNode, validate
 from podium.stages import CHECKPOINT_KINDS, stage_kind
-from podium.store import RunStore, StageRun, content_hash, now, versions
+from podium.store import MANIFEST, RunStore, StageRun, content_hash, now, versions
 
 
 def hash_payload(cfg: StageConfig, unhashed: Sequence[str]) -> dict[str, Any]:
@@ -121,8 +121,14 @@ class StageContext:
             raise ConfigError(f"stages.{self.name}: {ref} does not name a stage with checkpoints")
         run = self.upstream_run(ref.stage)
         path = select_checkpoint(run, ref.select, ref.epoch)
-        model_stage = run.read_manifest().get("model_stage", ref.stage)
-        return path, self.recipe.stages[model_stage].config
+        return path, self.trained_config(run)
+
+    def trained_config(self, run: StageRun) -> StageConfig:
+        """The train config that built a run's weights, as its manifest recorded it: with a search's best
+        parameters when the stage took them (``params_from``); a soup records its members' (``model_config``)."""
+        manifest = run.read_manifest()
+        config_type = type(self.recipe.stages[manifest.get("model_stage", manifest["stage"])].config)
+        return validate(config_type, manifest.get("model_config", manifest["config"]), f"{run.path / MANIFEST}:")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from podium.errors import CorruptFileError
+from podium.errors import CorruptFileError, DataError
 
 MANIFEST = "manifest.json"
 
@@ -74,6 +74,20 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def pin_settings(path: str | os.PathLike, settings: dict) -> None:
+    """A folder holds one job's output: record its ``settings`` at ``path``, or, when a resumed job
+    asks for others, refuse (the folder would end up holding a mixture of the two)."""
+    path = Path(path)
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found != settings:
+            diff = ", ".join(f"{k}: {found.get(k)} -> {v}" for k, v in settings.items() if found.get(k) != v)
+            raise DataError(f"{path}: this folder holds output made with other settings ({diff});"
+                            " delete it or write to another folder")
+        return
+    write_json(path, settings)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

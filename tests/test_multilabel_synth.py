@@ -259,5 +259,5 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path: Path):
 def test_resuming_with_other_settings_is_refused(tmp_path: Path, bank: GlyphBank):
     kwargs = dict(bank=bank, seed=0, split="val", first_index=0, canvas_size=48, workers=1, progress=False)
     synthesize_split(tmp_path / "img", tmp_path / "answer.csv", count=3, **kwargs)
-    with pytest.raises(DataError, match=r"config\.json.*count: 3 there, 4 asked"):
+    with pytest.raises(DataError, match=r"config\.json.*count: 3 -> 4"):
         synthesize_split(tmp_path / "img", tmp_path / "answer.csv", count=4, **kwargs)

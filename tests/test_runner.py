@@ -201,3 +201,13 @@ def test_status_cli_lists_every_stage(tiny_recipe, tmp_path):
     assert "done" in lines["fit"] and "best_val_acc=" in lines["fit"]
     assert "missing" in lines["pred"]
     assert RunStore(store).stage_run("tiny", "fit", stage_dir(store, "fit").name).status == "done"
+
+
+def test_pinned_threads_do_not_leak_into_the_rest_of_the_run(tiny_recipe, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        run(tiny_recipe, tmp_path / "s", "stages.fit.trainer.threads=1", "stages.fit.trainer.max_epochs=1")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -60,6 +60,7 @@ SEARCH = """
     trial: {trainer: {max_epochs: 1}}
     space: {lr: {type: float, low: 0.001, high: 0.5, log: true}, model.hidden: {type: categorical, choices: [4, 8]}}
   tuned: {kind: train, params_from: tune, trainer: {max_epochs: 1}}
+  tuned_pred: {kind: predict, model: tuned@best}
 """
 
 
@@ -97,6 +98,8 @@ def test_search_continues_its_study_and_feeds_a_train_stage(tiny_recipe, tmp_pat
     assert tuned["upstream"]["tune"] == [two.name]
     assert tuned["config"]["lr"] == pytest.approx(best["params"]["lr"])
     assert tuned["config"]["model"]["hidden"] == best["params"]["model.hidden"]
+    podium.run(tiny_recipe, [], store=store, console=QUIET, report=False, only=["tuned_pred"])
+    assert json.loads((only_dir(store, "tuned_pred") / "manifest.json").read_text())["status"] == "done"
 
 
 def test_search_trial_config_is_validated_at_load(tiny_recipe):

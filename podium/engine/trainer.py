@@ -103,8 +103,6 @@ def _quiet_lightning() -> None:
 
 def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, extra_callbacks=()) -> L.Trainer:
     _quiet_lightning()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if cfg.deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     progress = sys.stdout.isatty() if cfg.progress is None else cfg.progress

@@ -98,16 +98,18 @@ def evaluate_folder(
     challenge: str = "multicoil",
     acquisition: str | None = None,
     acceleration: int | None = None,
+    target_key: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """fastMRI's ``evaluate.py`` over a folder -> {"mean": {...}, "std": {...}, "volumes": {name: SSIM}}.
 
     Both volumes are centre-cropped to (W, W), W the target's width; ``acquisition`` / ``acceleration``
-    keep only matching target files; std is the sample standard deviation over volumes.
+    keep only matching target files; std is the sample standard deviation over volumes. ``target_key``
+    overrides the challenge's target dataset (``image_label`` in the SNU layout).
     """
     target_dir, recon_dir = Path(target_dir), Path(recon_dir)
     if challenge not in FASTMRI_TARGET_KEYS:
         raise ValueError(f"challenge must be one of {sorted(FASTMRI_TARGET_KEYS)}, got {challenge!r}")
-    key = FASTMRI_TARGET_KEYS[challenge]
+    key = target_key or FASTMRI_TARGET_KEYS[challenge]
     rows: dict[str, dict[str, float]] = {}
     for target_path in sorted(target_dir.glob("*.h5")):
         recon_path = recon_dir / target_path.name

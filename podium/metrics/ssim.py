@@ -9,7 +9,6 @@ and the local moments are valid 7x7 box means. Everything is float32, like the o
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ import torch
 from rich.progress import track
 from rich.table import Table
 
+from podium.engine.threads import torch_threads
 from podium.errors import DataError
-from podium.hdf5 import open_h5
+from podium.hdf5 import open_h5, require_attr, require_dataset
 
 FOREGROUND_THRESHOLDS: dict[str, float] = {"brain": 5e-5, "knee": 2e-5}
 ACCELERATIONS: tuple[str, ...] = ("acc4", "acc8")
@@ -150,15 +150,6 @@ class LeaderboardScore:
 
 
 
-def _dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
-    if key not in f or not isinstance(f[key], h5py.Dataset):
-        raise DataError(f"{path}: dataset '{key}' not found (has {sorted(f.keys())})")
-    ds = f[key]
-    if ds.ndim != 3:
-        raise DataError(f"{path}: dataset '{key}' must be (slices, H, W), found shape {ds.shape}")
-    return ds
-
-
 def _chunks(num: int, size: int) -> Iterator[slice]:
     for start in range(0, num, size):
         yield slice(start, min(start + size, num))
@@ -173,32 +164,16 @@ def _read(ds: h5py.Dataset, path: Path, key: str, rows: slice, device: torch.dev
     return block
 
 
-@contextlib.contextmanager
-def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """Run slice-sized CPU ops on one thread, then restore the caller's setting.
-
-    They are too small for intra-op threads: on 2 shared cores, 2 threads scored 2-10x slower than one
-    (bench/leaderboard_ssim.py).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def score_volume(
     recon_path: str | os.PathLike,
     target_path: str | os.PathLike,
     *,
+    recon_key: str = RECON_KEY,
     chunk_slices: int | None = None,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """Per-slice leaderboard SSIM of one reconstruction file against its image file (float64, CPU).
+    """Per-slice leaderboard SSIM of one reconstruction file's ``recon_key`` against its image file
+    (float64, CPU).
 
     Reads ``chunk_slices`` slices at a time so that memory does not grow with the volume; by default
     a few on CPU (the working set stays in cache) and many on a GPU.
@@ -207,22 +182,20 @@ def score_volume(
     anatomy = anatomy_from_name(target_path.name)
     device = torch.device(device)
     chunk_slices = chunk_slices or (CPU_CHUNK if device.type == "cpu" else GPU_CHUNK)
-    with open_h5(target_path) as tf, open_h5(recon_path) as rf, _one_thread_on_cpu(device):
-        target = _dataset(tf, target_path, TARGET_KEY)
-        recon = _dataset(rf, recon_path, RECON_KEY)
+    with open_h5(target_path) as tf, open_h5(recon_path) as rf, torch_threads(1 if device.type == "cpu" else None):
+        target = require_dataset(tf, TARGET_KEY, 3)
+        recon = require_dataset(rf, recon_key, 3)
         if recon.shape != target.shape:
             raise DataError(
-                f"{recon_path}: '{RECON_KEY}' has shape {recon.shape} but {target_path} '{TARGET_KEY}'"
+                f"{recon_path}: '{recon_key}' has shape {recon.shape} but {target_path} '{TARGET_KEY}'"
                 f" has shape {target.shape}"
             )
         if target.shape[0] == 0:
             raise DataError(f"{target_path}: dataset '{TARGET_KEY}' has no slices")
-        if "max" not in tf.attrs:
-            raise DataError(f"{target_path}: attribute 'max' not found (the metric's data range)")
-        data_range = float(tf.attrs["max"])
+        data_range = float(require_attr(tf, "max"))
         scores = [
             leaderboard_ssim(
-                _read(recon, recon_path, RECON_KEY, rows, device),
+                _read(recon, recon_path, recon_key, rows, device),
                 _read(target, target_path, TARGET_KEY, rows, device),
                 data_range,
                 anatomy,
@@ -233,9 +206,10 @@ def score_volume(
 
 
 def score_leaderboard(
-    recon_root: str | os.PathLike,
+    recon_root: str | os.PathLike | None,
     leaderboard_root: str | os.PathLike,
     *,
+    recon_key: str = RECON_KEY,
     accelerations: Sequence[str] = ACCELERATIONS,
     chunk_slices: int | None = None,
     device: str | torch.device | None = None,
@@ -245,8 +219,10 @@ def score_leaderboard(
 
     Every image file of the leaderboard must have its reconstruction (a missing one is an error, not a
     skipped volume: the official mean runs over all slices). Runs on the GPU when one is available.
+    With ``recon_root`` None the image files score their own ``recon_key``: ``image_input`` is the
+    zero-filled baseline a model has to beat.
     """
-    recon_root, leaderboard_root = Path(recon_root), Path(leaderboard_root)
+    leaderboard_root = Path(leaderboard_root)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ssim: dict[str, float] = {}
     slices: dict[str, int] = {}
@@ -263,9 +239,9 @@ def score_leaderboard(
         counts: dict[str, int] = {}
         volumes[acc] = {}
         for target_path in track(files, description=f"SSIM {acc}", disable=not progress):
-            scores = score_volume(
-                recon_root / acc / target_path.name, target_path, chunk_slices=chunk_slices, device=device
-            )
+            recon_path = target_path if recon_root is None else Path(recon_root) / acc / target_path.name
+            scores = score_volume(recon_path, target_path, recon_key=recon_key, chunk_slices=chunk_slices,
+                                  device=device)
             anatomy = anatomy_from_name(target_path.name)
             sums[anatomy] = sums.get(anatomy, 0.0) + float(scores.sum())
             counts[anatomy] = counts.get(anatomy, 0) + len(scores)

@@ -42,20 +42,20 @@ def _path_table(steps) -> Table:
 @register_stage("soup", SoupConfig)
 def run(ctx) -> dict:
     ref = Ref.parse(ctx.cfg.members, f"stages.{ctx.name}.members")
-    node = ctx.recipe.stages[ref.stage]
-    train_cfg = node.configs[0]
-    models = {c.model_dump_json(include={"model"}) for c in node.configs}
-    if len(models) > 1:
+    runs = ctx.upstream[ref.stage]
+    configs = [ctx.trained_config(r) for r in runs]
+    if len({c.model_dump_json(include={"model"}) for c in configs}) > 1:
         raise ConfigError(f"stages.{ctx.name}.members: the members of {ref.stage!r} differ in model: "
                           "a soup averages weights of one architecture")
-    paths = [select_checkpoint(r, ref.select, ref.epoch) for r in ctx.upstream[ref.stage]]
+    train_cfg = configs[0]
+    paths = [select_checkpoint(r, ref.select, ref.epoch) for r in runs]
     task = ctx.task
+    module = task.module(train_cfg)  # built once: a greedy soup of N members scores about 2N weight sets
 
     def load(path):
         return load_checkpoint(path)["state_dict"]
 
     def evaluate(state_dict) -> float:
-        module = task.module(train_cfg)
         module.load_state_dict(state_dict)
         return task.heldout_score(module.model.eval(), train_cfg, ctx.data_root)
 
@@ -75,7 +75,7 @@ def run(ctx) -> dict:
         torch.save({"state_dict": soup}, tmp)
     for key in ("best", "last"):
         record_checkpoint(ctx.run, key, out, score=metrics["heldout_score"])
-    ctx.run.update_manifest(model_stage=ref.stage)
+    ctx.run.update_manifest(model_stage=ref.stage, model_config=train_cfg.model_dump(mode="json"))
     ctx.info(f"{ctx.cfg.method} soup of {metrics['ingredients']}/{len(paths)} members: "
              f"held-out {metrics['heldout_score']:.4f}")
     return metrics

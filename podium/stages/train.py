@@ -15,6 +15,7 @@ import lightning as L
 
 from podium.engine.checkpoint import PodiumCheckpoint, last_good_checkpoint, load_checkpoint
 from podium.engine.metrics_log import MetricsTable
+from podium.engine.threads import torch_threads
 from podium.engine.trainer import DataModule, TrainerConfig, build_trainer
 from podium.recipe import Ref, StageConfig, validate
 from podium.stages import CHECKPOINT_KINDS, register_stage
@@ -70,7 +71,8 @@ def fit(cfg: TrainConfig, task, run: StageRun, seed: int, data_root, info, warn,
     callback = PodiumCheckpoint(run, monitor, mode, cfg.trainer.save_every_n_epochs,
                                 cfg.trainer.keep_last, table, on_epoch=lambda r: info(_format_row(r)))
     trainer = build_trainer(cfg.trainer, callback, run.path, extra_callbacks=callbacks)
-    trainer.fit(module, datamodule=DataModule(train_ds, val_ds, cfg.trainer, seed), ckpt_path=ckpt_path)
+    with torch_threads(cfg.trainer.threads):
+        trainer.fit(module, datamodule=DataModule(train_ds, val_ds, cfg.trainer, seed), ckpt_path=ckpt_path)
 
     best = run.read_manifest().get("checkpoints", {}).get("best", {})
     last = table.rows[-1] if table.rows else {}

@@ -37,8 +37,8 @@ from podium.tasks.mask.data import (
     build_transform,
     check_relabel,
     class_names,
+    eval_dataset,
     label_of_image_id,
-    photo_label,
     split_photos,
     training_datasets,
 )
@@ -184,10 +184,7 @@ class MaskTask(Task):
 
     def heldout_score(self, model: torch.nn.Module, train_cfg: MaskTrain, data_root: Path) -> float:
         """Macro F1 of a bare model on the training run's validation people (to rank and grow soups)."""
-        layout = MaskLayout(data_root)
-        photos = split_photos(layout, train_cfg.data)[1]
-        labels = [photo_label(p.person, p.kind, train_cfg.data) for p in photos]
-        dataset = MaskDataset([p.path for p in photos], labels, [build_transform(train_cfg.data.image_size, "eval")])
+        dataset = eval_dataset(split_photos(MaskLayout(data_root), train_cfg.data)[1], train_cfg.data)
         trainer = train_cfg.trainer
         logits = predict_dataset(model, dataset, trainer.eval_batch_size or trainer.batch_size, trainer.num_workers)
-        return float(multiclass_scores(logits.argmax(1), np.array(labels), NUM_CLASSES)["macro_f1"])
+        return float(multiclass_scores(logits.argmax(1), dataset.labels, NUM_CLASSES)["macro_f1"])

@@ -428,6 +428,10 @@ def training_datasets(layout: MaskLayout, cfg: MaskDataConfig) -> tuple[MaskData
     train_ds = MaskDataset([p.path for p in train] + [p.path for p, _ in copies], labels + [y for _, y in copies],
                            [build_transform(cfg.image_size, m) for m in modes],
                            [0] * len(train) + [1] * len(copies))
-    val_ds = MaskDataset([p.path for p in val], [photo_label(p.person, p.kind, cfg) for p in val],
-                         [build_transform(cfg.image_size, "eval")])
-    return train_ds, val_ds
+    return train_ds, eval_dataset(val, cfg)
+
+
+def eval_dataset(photos: Sequence[Photo], cfg: MaskDataConfig) -> MaskDataset:
+    """Labelled photos under the eval transform: validation in training and held-out soup scoring alike."""
+    return MaskDataset([p.path for p in photos], [photo_label(p.person, p.kind, cfg) for p in photos],
+                       [build_transform(cfg.image_size, "eval")])

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import timm
 import torch
 from pydantic import Field
 from timm.models import get_pretrained_cfg
 
-from podium.errors import ConfigError, DataError
+from podium.engine.backbones import create_timm_model
 from podium.recipe import Strict
 from podium.tasks.mask.data import NUM_CLASSES
 
@@ -28,20 +25,8 @@ def build_model(cfg: ModelConfig, image_size: int, grad_checkpointing: bool = Fa
     for ``image_size``, and timm resamples a loaded file's position embeddings to it; a local file's
     mismatched head (21k classes) is dropped.
     """
-    if not timm.is_model(cfg.name):
-        raise ConfigError(f"model.name: {cfg.name!r} is not a timm model (e.g. vit_base_patch32_224.augreg_in21k, "
-                          "test_vit for tiny runs)")
     kwargs = {"num_classes": NUM_CLASSES, "drop_rate": cfg.drop_rate, "drop_path_rate": cfg.drop_path_rate}
     pretrained_cfg = get_pretrained_cfg(cfg.name)
     if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
         kwargs["img_size"] = image_size
-    if cfg.pretrained_file:
-        if not Path(cfg.pretrained_file).is_file():
-            raise DataError(f"model.pretrained_file: {cfg.pretrained_file}: no such file")
-        model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay={"file": str(cfg.pretrained_file)},
-                                  **kwargs)
-    else:
-        model = timm.create_model(cfg.name, pretrained=False, **kwargs)
-    if grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    return model
+    return create_timm_model(cfg.name, cfg.pretrained_file, grad_checkpointing, **kwargs)

@@ -33,7 +33,6 @@ from podium.tasks.mri.reconstruct import (
     fastmri_metrics,
     leaderboard_folders,
     reconstruct_leaderboard,
-    zero_filled_ssim,
 )
 from podium.tasks.mri.synth import synthesize_fastmri
 
@@ -186,13 +185,13 @@ class MriTask(Task):
         leaderboard = data_root / "leaderboard"
         folders = leaderboard_folders(leaderboard)
         score = score_leaderboard(preds.path / RECON_DIR, leaderboard, accelerations=folders)
-        zero = zero_filled_ssim(leaderboard, folders)
+        zero = score_leaderboard(None, leaderboard, accelerations=folders, recon_key="image_input")
         timing = json.loads(preds.output(TIMING_FILE).read_text())
         return {
             "ssim_total": score.total,
             **{f"ssim_{acc}": score.ssim[acc] for acc in folders},
-            "zero_filled_total": zero["total"],
-            **{f"zero_filled_{acc}": zero[acc] for acc in folders},
+            "zero_filled_total": zero.total,
+            **{f"zero_filled_{acc}": zero.ssim[acc] for acc in folders},
             **fastmri_metrics(preds.path / RECON_DIR, leaderboard, folders),
             "inference_s": timing["seconds"],
             "budget_share": timing["budget_share"],

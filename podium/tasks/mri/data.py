@@ -26,7 +26,6 @@ from podium.tasks.mri.masks import acceleration_from_mask
 KSPACE_KEY = "kspace"
 MASK_KEY = "mask"
 SNU_TARGET_KEY = "image_label"
-SNU_IMAGE_KEYS = ("image_label", "image_input", "image_grappa")
 ISMRMRD_NS = {"m": "http://www.ismrm.org/ISMRMRD"}
 _SNU_NAME = re.compile(r"^(brain|knee)_(?:acc(\d+)_)?[^/]*\.h5$")
 
@@ -36,7 +35,6 @@ class MriVolume:
     """One volume as scanned: where its k-space and target live and what the names / attributes say."""
 
     name: str
-    layout: str
     kspace_path: Path
     num_slices: int
     width: int
@@ -143,7 +141,6 @@ def scan_snu(split_dir: str | os.PathLike, *, with_targets: bool = True) -> list
         volumes.append(
             MriVolume(
                 name=kspace_path.name,
-                layout="snu",
                 kspace_path=kspace_path,
                 num_slices=num_slices,
                 width=width,
@@ -190,7 +187,6 @@ def scan_fastmri(folder: str | os.PathLike) -> list[MriVolume]:
             volumes.append(
                 MriVolume(
                     name=path.name,
-                    layout="fastmri",
                     kspace_path=path,
                     num_slices=num_slices,
                     width=width,

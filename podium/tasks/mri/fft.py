@@ -25,22 +25,22 @@ def as_real(x: Tensor) -> Tensor:
     return torch.view_as_real(x)
 
 
-def _centred(transform: Callable[..., Tensor], x: Tensor) -> Tensor:
+def _centred(transform: Callable[..., Tensor], x: Tensor, dims: tuple[int, ...]) -> Tensor:
     if not x.is_complex():
-        return as_real(_centred(transform, as_complex(x)))
-    x = torch.fft.ifftshift(x, dim=DIMS)
-    x = transform(x, dim=DIMS, norm="ortho")
-    return torch.fft.fftshift(x, dim=DIMS)
+        return as_real(_centred(transform, as_complex(x), dims))
+    x = torch.fft.ifftshift(x, dim=dims)
+    x = transform(x, dim=dims, norm="ortho")
+    return torch.fft.fftshift(x, dim=dims)
 
 
-def fft2c(x: Tensor) -> Tensor:
-    """Image -> k-space over the last two (spatial) dims, centred and orthonormal."""
-    return _centred(torch.fft.fft2, x)
+def fft2c(x: Tensor, dims: tuple[int, ...] = DIMS) -> Tensor:
+    """Image -> k-space over the last two (spatial) dims, centred and orthonormal (``dims``: others)."""
+    return _centred(torch.fft.fftn, x, dims)
 
 
-def ifft2c(x: Tensor) -> Tensor:
-    """k-space -> image over the last two (spatial) dims, centred and orthonormal."""
-    return _centred(torch.fft.ifft2, x)
+def ifft2c(x: Tensor, dims: tuple[int, ...] = DIMS) -> Tensor:
+    """k-space -> image over the last two (spatial) dims, centred and orthonormal (``dims``: others)."""
+    return _centred(torch.fft.ifftn, x, dims)
 
 
 def rss(x: Tensor, dim: int = 1, keepdim: bool = False) -> Tensor:

@@ -5,9 +5,6 @@ count and size) through a DataLoader, so HDF5 reads overlap the model when ``num
 writes ``reconstructions_leaderboard/<accX>/<same name>.h5`` with dataset ``reconstruction``
 (slices, crop, crop) float32 as each volume completes. The k-space is multiplied by the file's own
 stored mask: at inference the acquisition is what it is.
-
-Also here: the leaderboard SSIM of the zero-filled input (``image_input`` of the image files), the
-score a model has to beat, computed with the same per-slice metric and slice-weighted pooling.
 """
 
 from __future__ import annotations
@@ -23,18 +20,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from podium.errors import DataError
-from podium.hdf5 import open_h5, require_attr, require_dataset
-from podium.metrics.reconstruction import evaluate_volume
-from podium.metrics.ssim import anatomy_from_name, leaderboard_ssim
+from podium.metrics.reconstruction import evaluate_folder
+from podium.metrics.ssim import RECON_KEY
 from podium.store import atomic_path, write_json
 from podium.tasks.mri.data import MriReader, MriVolume, scan_snu, slice_index
 from podium.tasks.mri.dataset import masked_kspace
 
 RECON_DIR = "reconstructions_leaderboard"
-RECON_KEY = "reconstruction"
 TIMING_FILE = "reconstruct.json"
 BUDGET_SECONDS = 3600.0
-SCORE_CHUNK = 8
 
 
 def leaderboard_folders(root: Path) -> list[str]:
@@ -134,49 +128,15 @@ def reconstruct_leaderboard(
     return [*files, write_json(out_dir / TIMING_FILE, timing)]
 
 
-def zero_filled_ssim(leaderboard_root: Path, folders: list[str]) -> dict[str, float]:
-    """Leaderboard SSIM of ``image_input`` (the zero-filled RSS the image files carry) per folder and total.
-
-    Same metric as the ranking: per-slice masked SSIM with ``attrs['max']``, the plain mean over every
-    slice of a folder, then the mean over folders.
-    """
-    scores: dict[str, float] = {}
-    for acc in folders:
-        files = sorted((leaderboard_root / acc / "image").glob("*.h5"))
-        if not files:
-            raise DataError(f"{leaderboard_root / acc / 'image'}: no .h5 files")
-        total, count = 0.0, 0
-        for path in files:
-            anatomy = anatomy_from_name(path.name)
-            with open_h5(path) as f:
-                label = require_dataset(f, "image_label", 3)
-                zero_filled = require_dataset(f, "image_input", 3)
-                if zero_filled.shape != label.shape:
-                    raise DataError(f"{path}: 'image_input' has shape {zero_filled.shape} but 'image_label' "
-                                    f"has {label.shape}")
-                data_range = float(require_attr(f, "max"))
-                for first in range(0, label.shape[0], SCORE_CHUNK):
-                    rows = slice(first, min(first + SCORE_CHUNK, label.shape[0]))
-                    ssim = leaderboard_ssim(torch.from_numpy(zero_filled[rows]), torch.from_numpy(label[rows]),
-                                            data_range, anatomy)
-                    total += float(ssim.double().sum())
-                    count += len(ssim)
-        scores[acc] = total / count
-    scores["total"] = sum(scores[a] for a in folders) / len(folders)
-    return scores
-
-
 def fastmri_metrics(recon_root: Path, leaderboard_root: Path, folders: list[str]) -> dict[str, float]:
     """fastMRI's own evaluate as a second opinion: per-volume NMSE, PSNR and SSIM (skimage, volume max),
     averaged over every leaderboard volume. Unlike the leaderboard SSIM it has no foreground mask."""
-    per_volume = []
+    sums = dict.fromkeys(("SSIM", "PSNR", "NMSE"), 0.0)
+    volumes = 0
     for acc in folders:
-        for path in sorted((leaderboard_root / acc / "image").glob("*.h5")):
-            recon_path = recon_root / acc / path.name
-            with open_h5(path) as f, open_h5(recon_path) as r:
-                target = require_dataset(f, "image_label", 3)[()]
-                recon = require_dataset(r, RECON_KEY, 3)[()]
-            if recon.shape != target.shape:
-                raise DataError(f"{recon_path}: '{RECON_KEY}' has shape {recon.shape}; expected {target.shape}")
-            per_volume.append(evaluate_volume(target, recon))
-    return {f"fastmri_{k.lower()}": float(np.mean([v[k] for v in per_volume])) for k in ("SSIM", "PSNR", "NMSE")}
+        result = evaluate_folder(leaderboard_root / acc / "image", recon_root / acc, target_key="image_label")
+        count = len(result["volumes"])
+        for k in sums:
+            sums[k] += result["mean"][k] * count
+        volumes += count
+    return {f"fastmri_{k.lower()}": total / volumes for k, total in sums.items()}

@@ -25,7 +25,6 @@ indices follow ``num_train``, and a smaller request would leave extra volumes fo
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -39,8 +38,8 @@ from scipy.signal.windows import tukey
 
 from podium.engine.progress import progress_bar
 from podium.engine.seeding import derive_seed
-from podium.errors import DataError
-from podium.store import atomic_path, atomic_write, remove_stale_temps
+from podium.store import atomic_path, pin_settings, remove_stale_temps
+from podium.tasks.mri.fft import fft2c, ifft2c
 from podium.tasks.mri.masks import fixed_pattern
 
 ANATOMIES = ("brain", "knee")
@@ -61,19 +60,6 @@ class _Volume:
     undersampled: bool
 
 
-# ---------------------------------------------------------------- centred orthonormal FFTs (fastMRI's)
-
-
-def _fft(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    x = torch.fft.ifftshift(x, dim=dims)
-    return torch.fft.fftshift(torch.fft.fftn(x, dim=dims, norm="ortho"), dim=dims)
-
-
-def _ifft(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    x = torch.fft.ifftshift(x, dim=dims)
-    return torch.fft.fftshift(torch.fft.ifftn(x, dim=dims, norm="ortho"), dim=dims)
-
-
 def _crop_start(size: int, target: int) -> int:
     return (size - target) // 2
 
@@ -81,8 +67,8 @@ def _crop_start(size: int, target: int) -> int:
 def _cropped_rss(kspace: torch.Tensor, target: int) -> torch.Tensor:
     """Centre-cropped RSS of the coil images of (coils, H, W) k-space; only the kept rows are transformed."""
     h0, w0 = _crop_start(kspace.shape[-2], target), _crop_start(kspace.shape[-1], target)
-    rows = _ifft(kspace, (-2,))[..., h0 : h0 + target, :]
-    images = _ifft(rows, (-1,))[..., w0 : w0 + target]
+    rows = ifft2c(kspace, (-2,))[..., h0 : h0 + target, :]
+    images = ifft2c(rows, (-1,))[..., w0 : w0 + target]
     return images.abs().square().sum(0).sqrt()
 
 
@@ -122,7 +108,7 @@ def _acs_sensitivities(kspace: torch.Tensor, mask: np.ndarray, target: int) -> t
     window = torch.zeros(height, width)
     taper = np.outer(_taper(rows), _taper(stop - start))
     window[r0 : r0 + rows, start:stop] = torch.from_numpy(taper).float()
-    low = _ifft(kspace * window, (-2, -1))
+    low = ifft2c(kspace * window)
     h0 = _crop_start(height, target)
     low = low[:, h0 : h0 + target]
     rss = low.abs().square().sum(0).sqrt()
@@ -147,7 +133,7 @@ def sense_reconstruction(
     """
     sens = torch.fft.ifftshift(_acs_sensitivities(kspace, mask, target), dim=-1)
     h0, w0 = _crop_start(kspace.shape[-2], target), _crop_start(kspace.shape[-1], target)
-    hybrid = torch.fft.ifftshift(_ifft(kspace, (-2,))[:, h0 : h0 + target], dim=-1)
+    hybrid = torch.fft.ifftshift(ifft2c(kspace, (-2,))[:, h0 : h0 + target], dim=-1)
     sampled = torch.fft.ifftshift(torch.from_numpy(mask != 0))
 
     def normal(x: torch.Tensor) -> torch.Tensor:
@@ -396,7 +382,7 @@ def _write_volume(vol: _Volume, seed: int, height: int, width: int, target: int,
         peak = 0.0
         for s in range(slices):
             noise = rng.standard_normal((coils, height, width, 2), dtype=np.float32) * (sigma / math.sqrt(2))
-            kspace = _fft(maps(s) * images[s], (-2, -1)) + torch.view_as_complex(torch.from_numpy(noise))
+            kspace = fft2c(maps(s) * images[s]) + torch.view_as_complex(torch.from_numpy(noise))
             undersampled = kspace * sampled
             label = _cropped_rss(kspace, target)
             kspace_ds[s] = (undersampled if vol.undersampled else kspace).numpy()
@@ -434,23 +420,6 @@ def _plan(
     return volumes
 
 
-def _check_generator(out: Path, config: dict) -> None:
-    """Refuse to resume into a folder made with other arguments (it would end up holding a mixture)."""
-    path = out / CONFIG_FILE
-    if path.is_file():
-        found = json.loads(path.read_text())
-        if found != config:
-            diff = ", ".join(f"{k}: {found.get(k)} -> {v}" for k, v in config.items() if found.get(k) != v)
-            raise DataError(
-                f"{path}: this folder holds data synthesized with other settings ({diff});"
-                " delete it or write to another folder"
-            )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(config, indent=2) + "\n")
-
-
-
 def synthesize_fastmri(
     out_dir: str | os.PathLike,
     num_train: int,
@@ -483,8 +452,8 @@ def synthesize_fastmri(
     if not anatomies or set(anatomies) - set(ANATOMIES):
         raise ValueError(f"anatomies must be among {ANATOMIES}, got {list(anatomies)}")
     out = Path(out_dir)
-    _check_generator(
-        out,
+    pin_settings(
+        out / CONFIG_FILE,
         {
             "version": GENERATOR_VERSION,
             "seed": seed,

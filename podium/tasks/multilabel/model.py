@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import timm
 import torch
 from pydantic import Field
 
-from podium.errors import ConfigError, DataError
+from podium.engine.backbones import create_timm_model
+from podium.errors import ConfigError
 from podium.recipe import Strict
 
 NUM_LETTERS = 26
@@ -57,22 +56,10 @@ class ClassMaxHead(torch.nn.Module):
 
 
 def build_model(cfg: ModelConfig, grad_checkpointing: bool = False) -> torch.nn.Module:
-    """timm adapts the stem to ``in_chans`` and drops a mismatched head when loading a local file.
-
-    Weights are never downloaded: without ``pretrained_file`` the model starts from scratch.
-    """
-    kwargs = dict(in_chans=cfg.in_chans, num_classes=NUM_LETTERS, drop_rate=cfg.drop_rate,
-                  drop_path_rate=cfg.drop_path_rate)
-    if cfg.output_stride != 32:
-        kwargs["output_stride"] = cfg.output_stride
-    if cfg.pretrained_file:
-        if not Path(cfg.pretrained_file).is_file():
-            raise DataError(f"model.pretrained_file: {cfg.pretrained_file}: no such file")
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(cfg.pretrained_file)})
-    try:
-        model = timm.create_model(cfg.name, **kwargs)
-    except (TypeError, RuntimeError) as e:  # an unknown name or an argument the family lacks
-        raise ConfigError(f"model: timm cannot build {cfg.name!r} with {sorted(kwargs)} ({e})") from None
-    if grad_checkpointing:
-        model.set_grad_checkpointing(True)
+    """A timm backbone with one input channel and 26 outputs, under ``cfg.head``."""
+    model = create_timm_model(
+        cfg.name, cfg.pretrained_file, grad_checkpointing, in_chans=cfg.in_chans, num_classes=NUM_LETTERS,
+        drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate,
+        output_stride=cfg.output_stride if cfg.output_stride != 32 else None,
+    )
     return ClassMaxHead(model) if cfg.head == "class_max" else model

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import multiprocessing
 import multiprocessing.pool
@@ -35,7 +34,7 @@ import numpy as np
 
 from podium.engine.progress import progress_bar
 from podium.errors import DataError
-from podium.store import atomic_write, remove_stale_temps, write_json
+from podium.store import atomic_write, pin_settings, remove_stale_temps
 from podium.tasks.multilabel.glyphs import GLYPH_SIZE, LETTERS, read_glyph_csv, write_glyph_csvs
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -279,22 +278,6 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _check_config(path: Path, config: dict) -> None:
-    """A directory holds one synthesis: refuse to resume one made with other settings."""
-    if path.is_file():
-        found = json.loads(path.read_text())
-        changed = {k: (found.get(k), v) for k, v in config.items() if found.get(k) != v}
-        if changed:
-            diff = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in changed.items())
-            raise DataError(
-                f"{path}: this directory holds a synthesis made with other settings ({diff});"
-                " delete the directory or write to another one"
-            )
-    write_json(path, config)
-
-
-
-
 def synthesize_split(
     images_dir: str | os.PathLike,
     answer_csv: str | os.PathLike,
@@ -333,7 +316,7 @@ def synthesize_split(
         "glyphs": bank.fingerprint(),
     }
     images_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(shard_dir / "config.json", config)
+    pin_settings(shard_dir / "config.json", config)
     remove_stale_temps(images_dir)
     remove_stale_temps(shard_dir)
 
@@ -422,7 +405,7 @@ def synthesize_dacon(
         )
     out = Path(out_dir)
     test_glyphs_per_letter = test_glyphs_per_letter or 10 * glyphs_per_letter
-    _check_config(
+    pin_settings(
         out / SYNTH_DIR / "config.json",
         {
             "seed": seed,

@@ -1,0 +1,35 @@
+"""timm backbones built offline: weights come from a local file or nowhere, and bad names fail early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+
+from podium.errors import ConfigError, DataError
+
+
+def create_timm_model(
+    name: str, pretrained_file: str | None = None, grad_checkpointing: bool = False, **kwargs
+) -> torch.nn.Module:
+    """``timm.create_model(name, **kwargs)`` with its weights from ``pretrained_file`` if given.
+
+    Nothing is downloaded: without a file the model starts from scratch. timm adapts a loaded file to
+    the model (stem to ``in_chans``, position embeddings to ``img_size``) and drops a mismatched head.
+    ``None`` values in ``kwargs`` mean the model's own default.
+    """
+    if not timm.is_model(name):
+        raise ConfigError(f"model.name: {name!r} is not a timm model (e.g. test_resnet or test_vit for tiny runs)")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if pretrained_file:
+        if not Path(pretrained_file).is_file():
+            raise DataError(f"model.pretrained_file: {pretrained_file}: no such file")
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained_file)})
+    try:
+        model = timm.create_model(name, **kwargs)
+    except TypeError as e:  # an argument this family lacks, e.g. output_stride on a ViT
+        raise ConfigError(f"model: timm cannot build {name!r} with {sorted(kwargs)} ({e})") from None
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
