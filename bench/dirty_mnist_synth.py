@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from podium.engine.threads import available_cpus
 from podium.tasks.multilabel.glyphs import LETTERS, render_glyph_table
-from podium.tasks.multilabel.synth import GlyphBank, default_workers, synthesize_split
+from podium.tasks.multilabel.synth import GlyphBank, synthesize_split
 
 SEED = 0
 TRAIN_STREAM = 0  # podium's generator per image is default_rng([seed, split stream, index])
@@ -109,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--canvas", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=available_cpus())
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds; each variant's best round is reported"
     )
@@ -123,7 +124,7 @@ def main() -> None:
     n, w = args.images, args.workers
     best = {k: min(r[k] for r in rounds) for k in ("reference", "one", "all")}
     median = {k: statistics.median(r[k] for r in rounds) for k in best}
-    cores = default_workers()
+    cores = available_cpus()
     print(f"{n} images at {args.canvas} px; {w} worker(s) on {cores} core(s); best of {args.repeats} rounds")
     labels = {
         "reference": "reference (1 process, cv2.imwrite defaults)",

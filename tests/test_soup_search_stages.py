@@ -108,3 +108,11 @@ def test_search_trial_config_is_validated_at_load(tiny_recipe):
     from podium.recipe import load_recipe
     with pytest.raises(ConfigError, match=r"stages.tune.trial.trainer.max_epoch: unknown key; did you mean"):
         load_recipe(tiny_recipe)
+
+
+def test_search_trial_refuses_references_it_would_ignore(tiny_recipe):
+    add_stages(tiny_recipe, SEARCH.replace("trial: {trainer: {max_epochs: 1}}", "trial: {init: fit@best}", 1))
+    from podium.errors import ConfigError
+    from podium.recipe import load_recipe
+    with pytest.raises(ConfigError, match=r"stages\.tune\.trial: .*init is not supported in a search trial"):
+        load_recipe(tiny_recipe)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import optuna
 from lightning.pytorch.callbacks import Callback
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from podium.engine.seeding import derive_seed
 from podium.recipe import StageConfig, Strict, stage_model, validate
@@ -54,6 +54,16 @@ class SearchConfig(StageConfig):
     direction: Literal["maximize", "minimize"] | None = None
     storage: str | None = None
     pruner: Literal["median", "none"] = "median"
+
+    @field_validator("trial")
+    @classmethod
+    def _self_contained(cls, trial: dict[str, Any]) -> dict[str, Any]:
+        """A trial trains from scratch on the recipe's data: references to other stages have no effect."""
+        for key in ("init", "params_from", "members"):
+            if trial.get(key) is not None:
+                raise ValueError(f"{key} is not supported in a search trial (found {trial[key]!r}); "
+                                 "trials train from scratch")
+        return trial
 
     def nested(self) -> list[tuple[str, str, dict]]:
         return [("trial", "train", self.trial)]

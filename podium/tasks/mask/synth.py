@@ -22,6 +22,7 @@ parallel workers give the same bytes as one. Every file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -34,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from rich.console import Console
-from rich.progress import Progress
 
+from podium.engine.progress import progress_bar
+from podium.engine.threads import available_cpus
 from podium.store import atomic_write
 from podium.tasks.mask.data import GENDERS, IMAGE_KINDS, class_index, mask_class
 
@@ -352,18 +353,17 @@ def _write_person(job: _Job) -> list[tuple[str, int]]:
 
 def _run(jobs: list[_Job], workers: int, progress: bool) -> Iterator[list[tuple[str, int]]]:
     """Results in job order, from a forked pool when ``workers`` > 1 (nothing to re-import in a fork)."""
-    with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
-        task = bar.add_task("synth mask people", total=len(jobs))
+    with contextlib.ExitStack() as stack:
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                for result in pool.map(_write_person, jobs, chunksize=4):
-                    bar.advance(task)
-                    yield result
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")))
+            results = pool.map(_write_person, jobs, chunksize=4)  # forks now, before the bar's thread exists
         else:
-            for job in jobs:
-                yield _write_person(job)
-                bar.advance(task)
+            results = map(_write_person, jobs)
+        bar = stack.enter_context(progress_bar(progress))
+        task = bar.add_task("synth mask people", total=len(jobs))
+        for result in results:
+            bar.advance(task)
+            yield result
 
 
 def synthesize_mask(out_dir: str | os.PathLike, num_people: int = 2700, num_eval_people: int = 1800, seed: int = 0,
@@ -379,8 +379,7 @@ def synthesize_mask(out_dir: str | os.PathLike, num_people: int = 2700, num_eval
     jobs = {split: [_Job(seed, split, i, g, age, width, height, out)
                     for i, (g, age) in enumerate(plan_people(n, seed, split, old_fraction, female_fraction))]
             for split, n in (("train", num_people), ("eval", num_eval_people))}
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = max(1, min(workers or cpus, num_people + num_eval_people))
+    workers = max(1, min(workers or available_cpus(), num_people + num_eval_people))
     answers = [pair for result in _run(jobs["train"] + jobs["eval"], workers, progress) for pair in result]
 
     rows = ["id,gender,race,age,path"]

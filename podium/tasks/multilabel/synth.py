@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from podium.engine.progress import progress_bar
+from podium.engine.threads import available_cpus
 from podium.errors import DataError
 from podium.store import atomic_write, pin_settings, remove_stale_temps
 from podium.tasks.multilabel.glyphs import GLYPH_SIZE, LETTERS, read_glyph_csv, write_glyph_csvs
@@ -273,11 +274,6 @@ def _worker_pool(workers: int, bank: GlyphBank) -> Iterator[multiprocessing.pool
         yield pool
 
 
-def default_workers() -> int:
-    """The CPUs this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def synthesize_split(
     images_dir: str | os.PathLike,
     answer_csv: str | os.PathLike,
@@ -326,7 +322,7 @@ def synthesize_split(
         for s in range(first_index, stop, chunk_size)
     ]
     pending = [c for c in chunks if not _chunk_done(c)]
-    workers = max(1, min(workers or default_workers(), len(pending)))
+    workers = max(1, min(workers or available_cpus(), len(pending)))
     with _worker_pool(workers, bank) as pool, progress_bar(progress) as bar:
         done = count - sum(c.stop - c.start for c in pending)
         task = bar.add_task(f"synth {images_dir.name}", total=count, completed=done)
