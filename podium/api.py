@@ -40,7 +40,11 @@ def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str
         only: Sequence[str] = (), force: Sequence[str] = (), member: int | None = None,
         store: str | Path | RunStore | None = None, console: Console | None = None,
         report: bool = True) -> RunResult:
-    """Run a recipe: every stage not yet done, in dependency order. Safe to call again after a crash."""
+    """Run a recipe: every stage not yet done, in dependency order. Safe to call again after a crash.
+
+    Under torchrun or srun this process is one rank of several (see ``engine.distributed``); a train
+    stage that wants several processes when none were launched raises ``LaunchRequired``.
+    """
     recipe = _as_recipe(recipe, profile, overrides)
     store = store if isinstance(store, RunStore) else RunStore(store)
     runner = Runner(recipe, store, console)
@@ -57,11 +61,21 @@ def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str
             result.leaderboard[name] = json.loads(run_.output("metrics.json").read_text())
         elif node.kind == "submit":
             result.submission = run_.output(node.config.filename)
-    if report:
+    if report and runner.world.is_zero:
         from podium.report import write_report
 
         result.report = write_report(recipe, runner)
     return result
+
+
+def slurm(recipe: str | Path | Recipe, stage: str, overrides: Sequence[str] = (), profile: str | None = None,
+          options: Sequence[str] = (), store: str | Path | RunStore | None = None) -> dict[str, str]:
+    """sbatch scripts that run a sweep's members as a SLURM array, then the rest of the recipe."""
+    from podium.slurm import slurm_scripts
+
+    loaded = _as_recipe(recipe, profile, overrides)
+    root = store.root if isinstance(store, RunStore) else RunStore(store).root
+    return slurm_scripts(loaded, stage, profile, overrides, options, root, Path.cwd())
 
 
 @dataclass

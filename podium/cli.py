@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from podium import api
-from podium.errors import PodiumError
+from podium.engine.distributed import detect_world, launch
+from podium.errors import LaunchRequired, PodiumError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Run computer-vision competition pipelines from one recipe file, exactly resumable.")
@@ -53,10 +54,18 @@ def run(
 ) -> None:
     """Run every stage of RECIPE that is not done yet; resume a partial one exactly.
 
+    A train stage with trainer.devices > 1 starts that many processes (DDP); under torchrun or srun
+    each launched process is one rank.
+
     Example: podium run recipes/dirty-mnist.yaml --profile tiny stages.effnet_s.trainer.max_epochs=2
     """
-    result = api.run(recipe, overrides or [], profile, only, force, member, store, console)
-    _summary(result)
+    try:
+        result = api.run(recipe, overrides or [], profile, only, force, member, store, console)
+    except LaunchRequired as e:
+        console.print(f"starting {e.processes} processes")
+        sys.exit(launch(e.processes, sys.argv[1:]))
+    if detect_world().is_zero:
+        _summary(result)
 
 
 @app.command()
@@ -91,6 +100,36 @@ def compare(run_a: Path = typer.Argument(..., help="A train stage directory or m
         first = c.first_difference[m]
         table.add_row(m, "identical" if first is None else str(first), f"{c.max_abs_difference[m]:.3g}")
     console.print(table)
+
+
+@app.command()
+def slurm(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file"),
+    overrides: list[str] = Overrides,
+    stage: str = typer.Option(..., "--stage", help="The sweep (a train stage with members:) to run as an array"),
+    profile: str = Profile,
+    sbatch: list[str] = typer.Option([], "--sbatch", help="An sbatch option for both jobs (repeatable), "
+                                     "e.g. --sbatch=--partition=gpu --sbatch=--time=12:00:00"),
+    out: Path = typer.Option(None, "--out", help="Write <stage>.sbatch, after.sbatch and submit.sh here "
+                             "(default: print them)"),
+    store: Path = Store,
+) -> None:
+    """Write SLURM scripts: one array task per sweep member, then a dependent job for the rest of RECIPE.
+
+    Example: podium slurm recipes/mask-soup.yaml --stage members --sbatch=--partition=gpu --out slurm/
+    then: bash slurm/submit.sh
+    """
+    from podium.store import atomic_write
+
+    scripts = api.slurm(recipe, stage, overrides or [], profile, sbatch, store)
+    for name, text in scripts.items():
+        if out is None:
+            console.print(f"# ---- {name}", highlight=False, markup=False)
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
+        else:
+            atomic_write(out / name, text).chmod(0o755)
+    if out is not None:
+        console.print(f"wrote {', '.join(scripts)} in {out}; submit with: bash {out / 'submit.sh'}")
 
 
 synth_app = typer.Typer(no_args_is_help=True, help="Write a task's synthetic data set in the competition's layout.")
@@ -169,7 +208,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except PodiumError as e:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {e}", highlight=False, markup=True)
+        world = detect_world()
+        rank = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
+        Console(stderr=True).print(f"[bold red]error{rank}:[/bold red] {e}", highlight=False, markup=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

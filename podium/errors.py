@@ -17,3 +17,17 @@ class DataError(PodiumError):
 
 class CorruptFileError(PodiumError):
     """A file podium wrote earlier no longer matches its recorded checksum."""
+
+
+class LaunchRequired(PodiumError):
+    """The stages to run train on several processes and this process was not started as one of them.
+
+    The CLI answers by starting them (``engine.distributed.launch_command``); from Python, start the
+    script with ``torchrun``.
+    """
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        super().__init__(f"the stages to run train on {processes} processes (trainer.devices x num_nodes); "
+                         f"start them with `podium run ...` (it launches them) or `torchrun --nproc-per-node "
+                         f"{processes} your_script.py`")

@@ -157,7 +157,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         elif e["type"] == "missing":
             lines.append(f"{path}: required key is missing")
         else:
-            lines.append(f"{path}: {e['msg']}; found {found!r}")
+            lines.append(f"{path}: {e['msg'].removeprefix('Value error, ')}; found {found!r}")
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ downstream stage and only it and its dependents get new hashes; everything upstr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import time
@@ -18,7 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
-from podium.errors import ConfigError, CorruptFileError, PodiumError
+from podium.engine.distributed import Coordinator, World, detect_world, stage_processes
+from podium.errors import ConfigError, CorruptFileError, LaunchRequired, PodiumError
 from podium.recipe import Recipe, Ref, StageConfig, StageNode, validate
 from podium.stages import CHECKPOINT_KINDS, stage_kind
 from podium.store import MANIFEST, RunStore, StageRun, content_hash, now, versions
@@ -89,6 +92,8 @@ class StageContext:
     upstream: dict[str, list[StageRun]]
     console: Console
     data_root: Path | None = None
+    world: World = field(default_factory=World)
+    attempt: int = -1  # this process's entry in the manifest's attempts
 
     @property
     def name(self) -> str:
@@ -143,11 +148,18 @@ class StageOutcome:
 
 
 class Runner:
-    def __init__(self, recipe: Recipe, store: RunStore, console: Console | None = None):
+    """Runs a recipe's stages in one process, or as one rank of several (see ``engine.distributed``):
+    only rank 0 locks and writes; the other ranks join the train stages that use every process and wait
+    for rank 0 through the rest."""
+
+    def __init__(self, recipe: Recipe, store: RunStore, console: Console | None = None,
+                 world: World | None = None):
         self.recipe = recipe
-        self.store = store
-        self.console = console or Console()
+        self.world = world or detect_world()
+        self.store = store if self.world.is_zero else RunStore(store.root, writer=False)
+        self.console = (console or Console()) if self.world.is_zero else Console(quiet=True)
         self.hashes = stage_hashes(recipe)
+        self.coordinator: Coordinator | None = None
 
     def runs_of(self, name: str) -> list[StageRun]:
         return [self.store.stage_run(self.recipe.name, name, h) for h in self.hashes[name]]
@@ -161,8 +173,8 @@ class Runner:
         run = self.runs_of(synths[0])[0]
         return run.path / "data" if run.status == "done" else None
 
-    def run(self, only: Sequence[str] = (), force: Sequence[str] = (),
-            member: int | None = None) -> list[StageOutcome]:
+    def _selection(self, only: Sequence[str], force: Sequence[str], member: int | None):
+        """(stage, member index or None, config, run, forced) for every instance this run covers."""
         for name in [*only, *force]:
             if name not in self.recipe.stages:
                 raise ConfigError(f"--only/--force: unknown stage {name!r} (stages: "
@@ -171,18 +183,64 @@ class Runner:
         force = self._with_dependents(force)
         if member is not None and not any(self.recipe.stages[s].is_sweep for s in selected):
             raise ConfigError("--member: none of the selected stages is a sweep (a train stage with members:)")
-        outcomes = []
         for name in self.recipe.order:
             if name not in selected:
                 continue
             node = self.recipe.stages[name]
-            self._require_upstream(node)
             for i, (cfg, run) in enumerate(zip(node.configs, self.runs_of(name), strict=True)):
                 if member is not None and node.is_sweep and i != member:
                     continue
-                idx = i if node.is_sweep else None
-                outcomes.append(self._run_one(node, cfg, idx, run, force=name in force))
+                yield node, (i if node.is_sweep else None), cfg, run, name in force
+
+    def processes(self, only: Sequence[str] = (), force: Sequence[str] = (), member: int | None = None) -> int:
+        """How many processes the stages still to run need: 1, or the one count their train stages
+        share. Under a launcher it must be the launched count (or 1: those stages run on rank 0)."""
+        wanted: dict[str, int] = {}
+        for node, idx, cfg, run, forced in self._selection(only, force, member):
+            if node.kind != "train" or (run.status == "done" and not forced):
+                continue
+            n = stage_processes(cfg.trainer.devices, cfg.trainer.num_nodes, self.world)
+            where = f"stages.{node.name}" + (f".members[{idx}]" if idx is not None else "") + ".trainer"
+            if cfg.trainer.num_nodes > 1 and self.world.size == 1:
+                raise ConfigError(f"{where}.num_nodes: {cfg.trainer.num_nodes} nodes need one launch per node: "
+                                  "start podium with srun (SLURM) or torchrun --nnodes on each node")
+            if n > 1:
+                wanted[where] = n
+        counts = sorted(set(wanted.values()))
+        if len(counts) > 1:
+            listing = ", ".join(f"{w}: {n} processes" for w, n in wanted.items())
+            raise ConfigError(f"these stages want different numbers of processes ({listing}); "
+                              "run them one at a time with --only")
+        if counts and self.world.size > 1 and counts[0] != self.world.size:
+            where = next(iter(wanted))
+            raise ConfigError(f"{where}.devices: {counts[0]} processes, but this run was started with "
+                              f"{self.world.size} ({self.world.launcher}); launch {counts[0]} or set "
+                              f"devices to match")
+        return counts[0] if counts else 1
+
+    def run(self, only: Sequence[str] = (), force: Sequence[str] = (),
+            member: int | None = None) -> list[StageOutcome]:
+        wanted = self.processes(only, force, member)
+        if wanted > self.world.size:
+            raise LaunchRequired(wanted)
+        if self.coordinator is None:
+            self.coordinator = Coordinator(self.world)
+        outcomes = []
+        for node, idx, cfg, run, forced in list(self._selection(only, force, member)):
+            self._require_upstream(node)
+            label = node.name + (f"[{idx}]" if idx is not None else "")
+            if self.world.size > 1 and not self._joined(node, cfg):
+                outcome = self.coordinator.on_zero(label, functools.partial(self._run_one, node, cfg, idx, run, forced))
+            else:
+                outcome = self._run_one(node, cfg, idx, run, forced)
+                self.coordinator.barrier()
+            outcomes.append(outcome)
         return outcomes
+
+    def _joined(self, node: StageNode, cfg: StageConfig) -> bool:
+        """Does every rank take part in this stage (a train stage over all launched processes)?"""
+        return (node.kind == "train" and self.world.size > 1
+                and stage_processes(cfg.trainer.devices, cfg.trainer.num_nodes, self.world) == self.world.size)
 
     def _with_dependents(self, stages: Sequence[str]) -> list[str]:
         """A stage run again from scratch takes everything downstream of it along."""
@@ -202,29 +260,52 @@ class Runner:
 
     def _run_one(self, node: StageNode, cfg: StageConfig, member: int | None, run: StageRun,
                  force: bool) -> StageOutcome:
+        """Skip, resume or run one stage instance under its lock. Ranks other than 0 (of a stage they
+        join) follow rank 0's decision. A kind marked ``shared`` (search) runs outside the lock, so
+        several processes can work on it at once; it coordinates them itself."""
         label = node.name + (f"[{member}]" if member is not None else "")
+        joined = self._joined(node, cfg)
+        if not self.world.is_zero:
+            skipped = self.coordinator.broadcast(None)
+            return skipped or self._finish(*self._call(self._begin(node, cfg, member, run, label), label))
         run.path.mkdir(parents=True, exist_ok=True)
+        shared = stage_kind(node.kind).shared
         with run.lock(on_wait=lambda: self.console.print(f"{label}: waiting for another podium process")):
-            manifest = run.read_manifest()
-            if manifest.get("status") == "done" and not force:
-                try:
-                    run.verify_outputs()
-                    self.console.print(f"[green]✓[/green] {label} done ({run.path.name}), skipped")
-                    return StageOutcome(node.name, member, run.path.name, "skipped",
-                                        metrics=manifest.get("metrics", {}), path=run.path)
-                except CorruptFileError as e:
-                    self.console.print(f"[yellow]{label}: {e}; running the stage again[/yellow]")
-                    force = True
-            if force:
-                for child in run.path.iterdir():
-                    if child.name != ".lock":
-                        shutil.rmtree(child) if child.is_dir() else child.unlink()
-                manifest = {}
-            return self._execute(node, cfg, member, run, manifest, label)
+            skipped = self._skip(node, member, run, force, label)
+            if joined:
+                self.coordinator.broadcast(skipped)
+            if skipped:
+                return skipped
+            ctx = self._begin(node, cfg, member, run, label)
+            if not shared:
+                return self._finish(*self._call(ctx, label))
+        ctx_metrics = self._call(ctx, label, relock=True)
+        with run.lock():
+            return self._finish(*ctx_metrics)
 
-    def _execute(self, node, cfg, member, run, manifest, label) -> StageOutcome:
+    def _skip(self, node: StageNode, member: int | None, run: StageRun, force: bool,
+              label: str) -> StageOutcome | None:
+        """The outcome of a finished stage whose outputs verify; otherwise clear the way for a run."""
+        manifest = run.read_manifest()
+        if manifest.get("status") == "done" and not force:
+            try:
+                run.verify_outputs()
+                self.console.print(f"[green]✓[/green] {label} done ({run.path.name}), skipped")
+                return StageOutcome(node.name, member, run.path.name, "skipped",
+                                    metrics=manifest.get("metrics", {}), path=run.path)
+            except CorruptFileError as e:
+                self.console.print(f"[yellow]{label}: {e}; running the stage again[/yellow]")
+                force = True
+        if force:
+            for child in run.path.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return None
+
+    def _begin(self, node, cfg, member, run, label) -> StageContext:
+        manifest = run.read_manifest()
         attempts = manifest.get("attempts", [])
-        attempts.append({"started": now(), "pid": os.getpid()})
+        attempts.append({"started": now(), "pid": os.getpid(), "processes": self.world.size})
         upstream = {d: self.runs_of(d) for d in node.needs}
         manifest.update({
             "recipe": self.recipe.name, "stage": node.name, "kind": node.kind, "task": node.task,
@@ -237,22 +318,32 @@ class Runner:
         run.write_manifest(manifest)
         resumed = " (resuming)" if len(attempts) > 1 else ""
         self.console.print(f"[bold]▶ {label}[/bold] {node.kind} → {run.path}{resumed}")
-        ctx = StageContext(self.recipe, node, cfg, member, run, self.store, stage_seed(self.recipe, cfg),
-                           upstream, self.console, self.data_root())
+        return StageContext(self.recipe, node, cfg, member, run, self.store, stage_seed(self.recipe, cfg),
+                            upstream, self.console, self.data_root(), self.world, len(attempts) - 1)
+
+    def _call(self, ctx: StageContext, label: str, relock: bool = False) -> tuple[StageContext, dict, float, str]:
+        """Run the stage kind; a failure is recorded in the manifest (under the lock again when the
+        kind ran outside it) and raised."""
         t0 = time.perf_counter()
         try:
-            metrics = stage_kind(node.kind).run(ctx) or {}
+            metrics = stage_kind(ctx.node.kind).run(ctx) or {}
         except BaseException as e:
-            failed = run.read_manifest()
-            failed["status"] = "failed"
-            failed["attempts"][-1].update(ended=now(), error=f"{type(e).__name__}: {e}",
-                                          traceback=traceback.format_exc(limit=20))
-            run.write_manifest(failed)
+            with ctx.run.lock() if relock else contextlib.nullcontext():
+                failed = ctx.run.read_manifest()
+                if failed and ctx.run.writer:
+                    failed["status"] = "failed"
+                    failed["attempts"][ctx.attempt].update(ended=now(), error=f"{type(e).__name__}: {e}",
+                                                           traceback=traceback.format_exc(limit=20))
+                    ctx.run.write_manifest(failed)
             raise
-        seconds = time.perf_counter() - t0
-        done = run.read_manifest()
-        done["attempts"][-1].update(ended=now(), seconds=round(seconds, 3))
-        done.update(status="done", finished=now(), metrics=metrics)
-        run.write_manifest(done)
+        return ctx, metrics, time.perf_counter() - t0, label
+
+    def _finish(self, ctx: StageContext, metrics: dict, seconds: float, label: str) -> StageOutcome:
+        done = ctx.run.read_manifest()
+        if ctx.run.writer and done.get("status") != "done":  # a shared stage may have been finished by another process
+            done["attempts"][ctx.attempt].update(ended=now(), seconds=round(seconds, 3))
+            done.update(status="done", finished=now(), metrics=metrics)
+            ctx.run.write_manifest(done)
         self.console.print(f"[green]✓[/green] {label} finished in {seconds:.1f}s")
-        return StageOutcome(node.name, member, run.path.name, "done", seconds, metrics, run.path)
+        return StageOutcome(ctx.name, ctx.member, ctx.run.path.name, "done", seconds, done.get("metrics", metrics),
+                            ctx.run.path)

@@ -155,10 +155,15 @@ def versions() -> dict[str, str]:
 
 
 class StageRun:
-    """One stage (or one sweep member) at one hash: its directory, manifest and lock."""
+    """One stage (or one sweep member) at one hash: its directory, manifest and lock.
 
-    def __init__(self, path: Path):
+    ``writer=False`` is a read-only view: the ranks other than 0 of a multi-process run read the same
+    manifests and checkpoints, and their writes are dropped (rank 0 writes each file once).
+    """
+
+    def __init__(self, path: Path, writer: bool = True):
         self.path = path
+        self.writer = writer
 
     @property
     def manifest_path(self) -> Path:
@@ -173,7 +178,8 @@ class StageRun:
             raise CorruptFileError(f"{self.manifest_path}: not valid JSON ({e})") from e
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_path, manifest)
+        if self.writer:
+            write_json(self.manifest_path, manifest)
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         manifest = self.read_manifest()
@@ -190,6 +196,8 @@ class StageRun:
 
     def record_outputs(self, files: list[str | os.PathLike]) -> dict[str, str]:
         """Checksum output files (relative to the stage dir) into the manifest."""
+        if not self.writer:
+            return {}
         manifest = self.read_manifest()
         outputs = manifest.setdefault("outputs", {})
         for f in files:
@@ -216,11 +224,12 @@ class RunStore:
     The root is made absolute once, so stage code can hand over paths without caring about the cwd.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, writer: bool = True):
         self.root = Path(root or os.environ.get("PODIUM_HOME") or "runs").absolute()
+        self.writer = writer
 
     def stage_run(self, recipe: str, stage: str, stage_hash: str) -> StageRun:
-        return StageRun(self.root / recipe / stage / stage_hash)
+        return StageRun(self.root / recipe / stage / stage_hash, self.writer)
 
     def stage_runs(self, recipe: str, stage: str) -> list[StageRun]:
         """Every hash ever run for a stage, oldest first by manifest start time."""

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from podium.engine.seeding import seeded
 from podium.ensemble.predictions import Predictions
+from podium.errors import DataError
 from podium.recipe import Strict
 from podium.stages.predict import PredictConfig
 from podium.stages.synth import SynthConfig
@@ -28,6 +29,7 @@ from podium.tasks import Task, register_task
 
 class TinySynth(SynthConfig):
     num_points: int = Field(256, ge=8)
+    fail: bool = False  # raise instead of writing (failure tests)
 
 
 class TinyModelCfg(Strict):
@@ -40,6 +42,7 @@ class TinyTrain(TrainConfig):
     lr: float = 0.05
     noise: float = 0.1
     sleep: float = 0.0
+    fail_on_rank: int | None = None  # raise in the first training step of this rank (failure tests)
 
 
 class TinyPredict(PredictConfig):
@@ -90,6 +93,8 @@ class TinyModule(L.LightningModule):
         if self.cfg.sleep:
             import time
             time.sleep(self.cfg.sleep)
+        if self.cfg.fail_on_rank == self.global_rank:
+            raise RuntimeError(f"injected failure on rank {self.global_rank}")
         x, y = batch
         loss = torch.nn.functional.cross_entropy(self.model(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True)
@@ -121,6 +126,8 @@ class TinyTask(Task):
     monitor_mode = "max"
 
     def synth(self, cfg, out_dir, seed):
+        if cfg.fail:
+            raise DataError(f"{out_dir}: injected synth failure")
         rng = np.random.default_rng(seed)
         w = rng.normal(size=8)
         files = []

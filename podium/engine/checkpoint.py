@@ -124,7 +124,8 @@ class PodiumCheckpoint(Checkpoint):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
-        score = float(trainer.callback_metrics[self.monitor])
+        # every rank must take the same decision: saving is collective (a barrier) under DDP
+        score = float(trainer.strategy.broadcast(float(trainer.callback_metrics[self.monitor]), src=0))
         if self._better(score):
             self.best_score = score
             self._save(trainer, f"best-step={trainer.global_step:07d}.ckpt", "best",
@@ -132,8 +133,9 @@ class PodiumCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        row = {"epoch": epoch, "step": trainer.global_step, **dict(sorted(metrics.items()))}
+        metrics = {k: float(_across_ranks(trainer, k, v)) for k, v in sorted(trainer.callback_metrics.items())
+                   if v.numel() == 1}
+        row = {"epoch": epoch, "step": trainer.global_step, **metrics}
         if trainer.is_global_zero:
             self.table.append(row)
             if self.on_epoch:
@@ -150,3 +152,11 @@ class PodiumCheckpoint(Checkpoint):
             if not _referenced(manifest, entry["file"]):
                 (self.run.path / entry["file"]).unlink(missing_ok=True)
         self.run.write_manifest(manifest)
+
+
+def _across_ranks(trainer, name: str, value):
+    """A training metric is each rank's mean over its shard: the row holds their mean over ranks.
+    Validation metrics are already the same on every rank (validation is not sharded)."""
+    if trainer.world_size == 1 or name.startswith("val"):
+        return value
+    return trainer.strategy.reduce(value.detach().float().to(trainer.strategy.root_device), reduce_op="mean")

@@ -16,8 +16,11 @@ from podium.store import atomic_write
 
 
 class MetricsTable:
-    def __init__(self, path: Path):
+    """``writer=False``: a rank other than 0 keeps the rows in memory only."""
+
+    def __init__(self, path: Path, writer: bool = True):
         self.path = path
+        self.writer = writer
         self.rows: list[dict[str, Any]] = self._read() if path.is_file() else []
 
     def _read(self) -> list[dict[str, Any]]:
@@ -34,6 +37,8 @@ class MetricsTable:
         self.save()
 
     def save(self) -> None:
+        if not self.writer:
+            return
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")

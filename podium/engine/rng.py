@@ -40,14 +40,34 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 class RNGStateCallback(Callback):
-    """Saves the global RNG states with each checkpoint and puts them back when one is restored."""
+    """Saves every rank's global RNG states with each checkpoint and puts each rank's back on restore.
+
+    Under DDP only rank 0 writes the checkpoint, so the states of all ranks are gathered into it.
+    """
+
+    def __init__(self) -> None:
+        self.trainer = None
 
     @property
     def state_key(self) -> str:
         return "RNGState"
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.trainer = trainer
+
     def state_dict(self) -> dict[str, Any]:
-        return capture_rng()
+        state = capture_rng()
+        if self.trainer is None or self.trainer.world_size == 1:
+            return {"ranks": [state]}
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * self.trainer.world_size
+        dist.all_gather_object(states, state)
+        return {"ranks": states}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        restore_rng(state_dict)
+        """Each rank takes its own states back; a warm start from a run with fewer processes
+        (``init_state: full``) gives the extra ranks rank 0's."""
+        states = state_dict.get("ranks", [state_dict])  # checkpoints before podium 0.2 held one state
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        restore_rng(states[rank] if rank < len(states) else states[0])

@@ -41,27 +41,35 @@ class EpochSampler(torch.utils.data.Sampler):
     """Yields ``(index, sample_seed)`` in an order that is a pure function of (seed, epoch).
 
     Lightning calls ``set_epoch`` before each epoch. Because nothing is carried from one epoch to the
-    next, resuming at epoch ``e`` reproduces exactly the order an uninterrupted run would use.
+    next, resuming at epoch ``e`` reproduces exactly the order an uninterrupted run would use. Under DDP
+    rank ``r`` of ``w`` takes every ``w``-th item of that order from ``r`` on, the order padded from its
+    start to a multiple of ``w`` (as ``DistributedSampler`` does, so every rank takes as many steps); a
+    sample's seed depends on (seed, epoch, index) only, never on the number of processes.
     """
 
-    def __init__(self, num_items: int, seed: int, shuffle: bool = True):
+    def __init__(self, num_items: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         self.num_items = num_items
         self.seed = seed
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_items
+        return -(-self.num_items // self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
             order = torch.randperm(self.num_items, generator=g).tolist()
         else:
-            order = range(self.num_items)
+            order = list(range(self.num_items))
+        if self.world_size > 1:
+            padded = order * -(-len(self) * self.world_size // max(len(order), 1))
+            order = padded[: len(self) * self.world_size][self.rank :: self.world_size]
         for i in order:
             yield i, derive_seed(self.seed, "sample", self.epoch, i)
 

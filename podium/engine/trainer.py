@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from podium.engine.checkpoint import AtomicCheckpointIO, PodiumCheckpoint
+from podium.engine.distributed import World, stage_processes
 from podium.engine.rng import RNGStateCallback
 from podium.engine.seeding import EpochSampler, derive_seed
 from podium.recipe import Strict
@@ -48,23 +49,46 @@ class TrainerConfig(Strict):
     loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = []
     progress: bool | None = None
 
+    @field_validator("strategy")
+    @classmethod
+    def _supported_strategy(cls, strategy: str) -> str:
+        """Strategies that fit podium's launch (one process per device, started before the runner) and
+        its checkpoints (full state dicts that predict, soup and resume read)."""
+        if strategy in STRATEGIES:
+            return strategy
+        if strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+            raise ValueError(f"{strategy!r} starts processes from inside fit and must pickle the model and "
+                             "podium's callbacks; podium starts one process per device itself: use 'ddp'")
+        if strategy.startswith(("fsdp", "deepspeed")):
+            raise ValueError(f"{strategy!r} writes sharded checkpoints, which predict, soup and exact resume "
+                             "do not read; use 'ddp' (podium's recipes fit one GPU per model)")
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 
 # trainer fields that change speed or display, never results
 TRAINER_UNHASHED = ("trainer.num_workers", "trainer.progress", "trainer.loggers")
 
 
 class DataModule(L.LightningDataModule):
-    """Loaders over a task's datasets: seeded epoch order, and no draw from the global RNG."""
+    """Loaders over a task's datasets: seeded epoch order, and no draw from the global RNG.
+
+    Under DDP each rank trains on its shard of the epoch's order, while validation is not sharded:
+    every rank scores the whole validation set, so epoch metrics, and the checkpoint ``@best`` picks,
+    are exactly those of one process, whatever a task computes from them.
+    """
 
     def __init__(self, train_ds, val_ds, cfg: TrainerConfig, seed: int):
         super().__init__()
         self.train_ds, self.val_ds, self.cfg, self.seed = train_ds, val_ds, cfg, seed
 
-    def _loader(self, ds, batch_size: int, shuffle: bool) -> torch.utils.data.DataLoader:
+    def _loader(self, ds, batch_size: int, shuffle: bool, shard: bool = False) -> torch.utils.data.DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if shard else (0, 1)
         return torch.utils.data.DataLoader(
             ds,
             batch_size=batch_size,
-            sampler=EpochSampler(len(ds), self.seed, shuffle=shuffle),
+            sampler=EpochSampler(len(ds), self.seed, shuffle=shuffle, rank=rank, world_size=world),
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
             generator=torch.Generator().manual_seed(derive_seed(self.seed, "loader")),
@@ -72,7 +96,7 @@ class DataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        return self._loader(self.train_ds, self.cfg.batch_size, shuffle=True)
+        return self._loader(self.train_ds, self.cfg.batch_size, shuffle=True, shard=True)
 
     def val_dataloader(self):
         return self._loader(self.val_ds, self.cfg.eval_batch_size or self.cfg.batch_size, shuffle=False)
@@ -99,9 +123,22 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # podium reduces training metrics itself and never shards validation (see DataModule)
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
 
 
-def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, extra_callbacks=()) -> L.Trainer:
+def _placement(cfg: TrainerConfig, world: World) -> dict[str, Any]:
+    """Devices, nodes and strategy for Lightning. A stage on every launched process runs DDP over them;
+    any other stage runs on one device of rank 0 (``devices: auto`` never means "every GPU here")."""
+    if stage_processes(cfg.devices, cfg.num_nodes, world) > 1:
+        devices = world.local_size if cfg.devices == "auto" else cfg.devices
+        return {"devices": devices, "num_nodes": world.num_nodes,
+                "strategy": "ddp" if cfg.strategy == "auto" else cfg.strategy}
+    return {"devices": 1 if cfg.devices == "auto" else cfg.devices, "num_nodes": 1, "strategy": "auto"}
+
+
+def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, world: World,
+                  extra_callbacks=()) -> L.Trainer:
     _quiet_lightning()
     if cfg.deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -115,9 +152,8 @@ def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, ex
         default_root_dir=root_dir,
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
+        **_placement(cfg, world),
+        use_distributed_sampler=False,
         precision=cfg.precision,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.gradient_clip_val,

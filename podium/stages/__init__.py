@@ -25,16 +25,17 @@ class StageKind:
     run: Callable[[Any], dict[str, Any]]
     version: int
     uses_data: bool
+    shared: bool  # several processes may run it at once (it coordinates them itself): no stage lock
 
 
 _REGISTRY: dict[str, StageKind] = {}
 
 
-def register_stage(name: str, config: type, version: int = 1, uses_data: bool = True):
+def register_stage(name: str, config: type, version: int = 1, uses_data: bool = True, shared: bool = False):
     """Decorator for a kind's ``run(ctx)``; bump ``version`` when outputs change, to invalidate old runs."""
 
     def wrap(fn: Callable[[Any], dict[str, Any]]):
-        _REGISTRY[name] = StageKind(name, config, fn, version, uses_data)
+        _REGISTRY[name] = StageKind(name, config, fn, version, uses_data, shared)
         return fn
 
     return wrap

@@ -9,10 +9,15 @@ trials are marked failed). The best parameters land in the manifest; a train sta
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+import warnings
 from typing import Any, Literal
 
 import optuna
 from lightning.pytorch.callbacks import Callback
+from optuna.trial import TrialState
 from pydantic import Field, field_validator, model_validator
 
 from podium.engine.seeding import derive_seed
@@ -20,6 +25,10 @@ from podium.recipe import StageConfig, Strict, stage_model, validate
 from podium.stages import register_stage
 from podium.stages.train import fit, with_params
 from podium.store import StageRun, content_hash, write_json
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+HEARTBEAT_S = 30  # a database storage's heartbeat; a trial silent for 3 beats is failed
+POLL_S = 2.0  # how often a process that has nothing to run checks the others' trials
 
 
 class Param(Strict):
@@ -52,7 +61,7 @@ class SearchConfig(StageConfig):
     space: dict[str, Param]
     n_trials: int = Field(10, ge=1)
     direction: Literal["maximize", "minimize"] | None = None
-    storage: str | None = None
+    storage: str | None = None  # None: SQLite in the run store; "journal": a journal file there; or a URL
     pruner: Literal["median", "none"] = "median"
 
     @field_validator("trial")
@@ -63,6 +72,11 @@ class SearchConfig(StageConfig):
             if trial.get(key) is not None:
                 raise ValueError(f"{key} is not supported in a search trial (found {trial[key]!r}); "
                                  "trials train from scratch")
+        trainer = trial.get("trainer") or {}
+        if trainer.get("devices", 1) not in (1, "1", "auto", [0]) or trainer.get("num_nodes", 1) != 1:
+            raise ValueError("a trial trains in one process (found trainer.devices="
+                             f"{trainer.get('devices', 1)!r}, num_nodes={trainer.get('num_nodes', 1)!r}); "
+                             "to use more devices, run the search stage in several processes at once")
         return trial
 
     def nested(self) -> list[tuple[str, str, dict]]:
@@ -83,31 +97,77 @@ class OptunaPruning(Callback):
             raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
 
 
+def _storage(ctx, cfg: SearchConfig):
+    """SQLite in the run store by default; Optuna's journal file for a store on a network file system
+    (SQLite's locking is unreliable there); any database URL for machines that share no file system.
+    Database storages keep a heartbeat, so a trial whose process died on another machine is failed."""
+    if cfg.storage == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        path = (ctx.run.path.parent / "optuna.journal").resolve()
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    url = cfg.storage or f"sqlite:///{(ctx.run.path.parent / 'optuna.db').resolve()}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
+
+
 def _study(ctx, cfg: SearchConfig) -> optuna.Study:
+    """The stage's study, shared by every process that runs the stage. Each process samples with its own
+    seed (its attempt number), so concurrent processes do not propose the same parameters."""
     identity = content_hash({"trial": cfg.trial, "space": {k: v.model_dump() for k, v in cfg.space.items()},
                              "seed": ctx.seed})
-    storage = cfg.storage or f"sqlite:///{(ctx.run.path.parent / 'optuna.db').resolve()}"
     direction = cfg.direction or ("maximize" if ctx.task.monitor_mode == "max" else "minimize")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if cfg.pruner == "median" else optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=f"{ctx.recipe.name}.{ctx.name}.{identity}", storage=storage,
-                                direction=direction, load_if_exists=True, pruner=pruner,
-                                sampler=optuna.samplers.TPESampler(seed=derive_seed(ctx.seed, "search")))
-    if cfg.storage is None:
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-    return study
+    return optuna.create_study(study_name=f"{ctx.recipe.name}.{ctx.name}.{identity}", storage=_storage(ctx, cfg),
+                               direction=direction, load_if_exists=True, pruner=pruner,
+                               sampler=optuna.samplers.TPESampler(seed=derive_seed(ctx.seed, "search", ctx.attempt)))
 
 
-@register_stage("search", SearchConfig)
+def _fail_dead_trials(study: optuna.Study) -> None:
+    """Trials left RUNNING by a process that died: on this machine its pid is gone; elsewhere the
+    database storage's heartbeat expires."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host and not _alive(t.user_attrs.get("pid", -1)):
+            study.tell(t.number, state=TrialState.FAIL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+class _Surplus(Exception):
+    """A trial started when the study already had ``n_trials`` others under way or finished."""
+
+
+@register_stage("search", SearchConfig, shared=True)
 def run(ctx) -> dict:
+    """Trials until the study has ``n_trials`` finished ones, shared with any other process running this
+    stage: a trial runs only if fewer than ``n_trials`` trials numbered before it are running or
+    finished, so the total is never exceeded and no trial number is run twice."""
     cfg: SearchConfig = ctx.cfg
     base = validate(stage_model("train", ctx.node.task, ctx.name),
                     {**cfg.trial, "kind": "train", "task": ctx.node.task}, f"stages.{ctx.name}.trial")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(ctx, cfg)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        ahead = [t for t in study.get_trials(deepcopy=False, states=counted) if t.number < trial.number]
+        if len(ahead) >= cfg.n_trials:
+            raise _Surplus(f"trial {trial.number}: the study already has {cfg.n_trials} trials")
         params = {name: p.suggest(trial, name) for name, p in cfg.space.items()}
         trial_cfg = with_params(base, params, f"stages.{ctx.name}.space")
         monitor = trial_cfg.trainer.monitor or ctx.task.monitor
@@ -117,10 +177,26 @@ def run(ctx) -> dict:
                       ctx.info, ctx.warn, callbacks=[OptunaPruning(trial, monitor)])
         return metrics[f"best_{monitor}"]
 
-    remaining = cfg.n_trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=())
-    trials = study.get_trials(deepcopy=False, states=finished)
+    waiting = False
+    while True:
+        _fail_dead_trials(study)
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if finished >= cfg.n_trials:
+            break
+        if finished + running < cfg.n_trials:
+            study.optimize(objective, n_trials=1, catch=(_Surplus,))
+            continue
+        if not waiting:
+            ctx.info(f"waiting for {running} trial(s) running in other processes")
+            waiting = True
+        time.sleep(POLL_S)
+    with ctx.run.lock():  # several processes may reach this point; the first one writes the result
+        return _record_best(ctx, study)
+
+
+def _record_best(ctx, study: optuna.Study) -> dict:
+    trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
     ctx.run.update_manifest(best_params=study.best_params, best_value=study.best_value,
                             study=study.study_name, trials=len(trials))
     path = write_json(ctx.run.path / "best.json", {"params": study.best_params, "value": study.best_value,

@@ -14,6 +14,7 @@ from typing import Literal
 import lightning as L
 
 from podium.engine.checkpoint import PodiumCheckpoint, last_good_checkpoint, load_checkpoint
+from podium.engine.distributed import SINGLE, World
 from podium.engine.metrics_log import MetricsTable
 from podium.engine.threads import torch_threads
 from podium.engine.trainer import DataModule, TrainerConfig, build_trainer
@@ -40,16 +41,17 @@ def _format_row(row: dict) -> str:
 
 
 def fit(cfg: TrainConfig, task, run: StageRun, seed: int, data_root, info, warn,
-        init: tuple | None = None, callbacks: Sequence = ()) -> dict:
+        init: tuple | None = None, callbacks: Sequence = (), world: World = SINGLE) -> dict:
     """Train ``cfg`` into ``run``'s directory, resuming from its newest good checkpoint if it has one.
 
     ``init`` is ``(checkpoint path, "weights" | "full")`` for a warm start; ``callbacks`` are extra
-    Lightning callbacks (the search stage's pruning). Returns the stage metrics.
+    Lightning callbacks (the search stage's pruning); ``world`` the launched processes, which a stage
+    over all of them trains on with DDP. Returns the stage metrics.
     """
     L.seed_everything(seed, workers=True, verbose=False)
     module = task.module(cfg)
     train_ds, val_ds = task.datasets(cfg, data_root, seed)
-    table = MetricsTable(run.path / "logs" / "metrics.csv")
+    table = MetricsTable(run.path / "logs" / "metrics.csv", writer=run.writer)
 
     ckpt_path = None
     resume = last_good_checkpoint(run, warn)
@@ -70,7 +72,7 @@ def fit(cfg: TrainConfig, task, run: StageRun, seed: int, data_root, info, warn,
     mode = cfg.trainer.mode or task.monitor_mode
     callback = PodiumCheckpoint(run, monitor, mode, cfg.trainer.save_every_n_epochs,
                                 cfg.trainer.keep_last, table, on_epoch=lambda r: info(_format_row(r)))
-    trainer = build_trainer(cfg.trainer, callback, run.path, extra_callbacks=callbacks)
+    trainer = build_trainer(cfg.trainer, callback, run.path, world, extra_callbacks=callbacks)
     with torch_threads(cfg.trainer.threads):
         trainer.fit(module, datamodule=DataModule(train_ds, val_ds, cfg.trainer, seed), ckpt_path=ckpt_path)
 
@@ -102,4 +104,4 @@ def run(ctx) -> dict:
     if cfg.init:
         init = (ctx.checkpoint(Ref.parse(cfg.init, f"stages.{ctx.name}.init"))[0], cfg.init_state)
         ctx.info(f"initialised from {cfg.init} ({cfg.init_state})")
-    return fit(cfg, ctx.task, ctx.run, ctx.seed, ctx.data_root, ctx.info, ctx.warn, init=init)
+    return fit(cfg, ctx.task, ctx.run, ctx.seed, ctx.data_root, ctx.info, ctx.warn, init=init, world=ctx.world)
