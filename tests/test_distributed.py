@@ -236,20 +236,28 @@ SEARCH = """
 """
 
 
-def test_concurrent_search_processes_share_one_study(tiny_recipe, tmp_path):
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_concurrent_search_processes_share_one_study(tiny_recipe, tmp_path, storage):
     import optuna
+    from optuna.storages.journal import JournalFileBackend
 
     tiny_recipe.write_text(tiny_recipe.read_text().replace("\nprofiles:", SEARCH + "profiles:"))
     store = tmp_path / "s"
+    extra = ["stages.tune.storage=journal"] if storage == "journal" else []
     ok(podium_cli("run", str(tiny_recipe), "--only", "data", store=store))
-    procs = [subprocess.Popen([sys.executable, "-m", "podium", "run", str(tiny_recipe), "--only", "tune"],
+    procs = [subprocess.Popen([sys.executable, "-m", "podium", "run", str(tiny_recipe), "--only", "tune", *extra],
                               env=env_for(store), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    (db,) = (store / "tiny" / "tune").glob("optuna.db")
-    (name,) = optuna.get_all_study_names(f"sqlite:///{db}")
-    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
+    if storage == "journal":
+        (path,) = (store / "tiny" / "tune").glob("optuna.journal")
+        backend = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    else:
+        (path,) = (store / "tiny" / "tune").glob("optuna.db")
+        backend = f"sqlite:///{path}"
+    (name,) = optuna.get_all_study_names(backend)
+    trials = optuna.load_study(study_name=name, storage=backend).trials
     kept = [t for t in trials if t.state != optuna.trial.TrialState.FAIL]
     assert len(kept) == 6 and all(t.state.is_finished() for t in kept)
     assert len({t.user_attrs["pid"] for t in kept}) == 2, "both processes ran trials"

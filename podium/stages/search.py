@@ -64,6 +64,8 @@ class SearchConfig(StageConfig):
     storage: str | None = None  # None: SQLite in the run store; "journal": a journal file there; or a URL
     pruner: Literal["median", "none"] = "median"
 
+    unhashed = ("storage",)  # where the study lives does not change it
+
     @field_validator("trial")
     @classmethod
     def _self_contained(cls, trial: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +161,8 @@ def run(ctx) -> dict:
     base = validate(stage_model("train", ctx.node.task, ctx.name),
                     {**cfg.trial, "kind": "train", "task": ctx.node.task}, f"stages.{ctx.name}.trial")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _study(ctx, cfg)
+    with ctx.run.lock():  # two processes creating one SQLite schema at once collide
+        study = _study(ctx, cfg)
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
     def objective(trial: optuna.Trial) -> float:

@@ -110,8 +110,9 @@ class MaskModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        preds = self.all_gather(torch.cat([p for p, _ in self._val_outputs])).reshape(-1)
-        labels = self.all_gather(torch.cat([y for _, y in self._val_outputs])).reshape(-1)
+        # every rank sees the whole validation set (engine.trainer.DataModule): no gathering needed
+        preds = torch.cat([p for p, _ in self._val_outputs])
+        labels = torch.cat([y for _, y in self._val_outputs])
         self._val_outputs.clear()
         scores = multiclass_scores(preds.cpu().numpy(), labels.cpu().numpy(), NUM_CLASSES)
         self.log("val_f1", scores["macro_f1"])
