@@ -12,7 +12,7 @@ plain ``podium run`` in a fresh process; the time is the stage's own (its manife
 
 This file is also the benchmark's task plugin (``bench_mlp``): the recipe imports it.
 
-Usage: ``python bench/engine_overhead.py [--repeats 3] [--epochs 3]``
+Usage: ``python bench/engine_overhead.py [--repeats 3] [--epochs 3] [--large-items 4096]``
 """
 
 from __future__ import annotations
@@ -173,7 +173,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--large-items", type=int, default=4096, help="training items of the large model "
+                        "(256 per step: 4096 is 16 steps per epoch, where the per-epoch checkpoint weighs most)")
     args = parser.parse_args()
+    SIZES["large"]["items"] = args.large_items
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, size in SIZES.items():

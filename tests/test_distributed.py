@@ -81,7 +81,7 @@ def test_plain_podium_run_trains_on_two_processes_once(reference):
     assert [int(r["step"]) for r in rows] == [4, 8, 12, 16, 20]
     assert proc.stdout.count("fit: epoch 5:") == 1, "only rank 0 reports"
     files = sorted(p.name for p in (stage_dir(store, "fit") / "checkpoints").iterdir())
-    assert files == sorted(c["file"].split("/")[-1] for c in m["checkpoints"].values())
+    assert files == sorted({c["file"].split("/")[-1] for c in m["checkpoints"].values()}), "written once"
 
 
 def test_torchrun_and_srun_give_the_same_weights(reference, tmp_path):

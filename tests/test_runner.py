@@ -211,3 +211,16 @@ def test_pinned_threads_do_not_leak_into_the_rest_of_the_run(tiny_recipe, tmp_pa
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_best_found_at_an_epoch_end_is_that_epochs_file(tiny_recipe, tmp_path):
+    run(tiny_recipe, tmp_path, "stages.fit.trainer.keep_last=1", only=["data", "fit"])
+    ckpts = manifest(tmp_path, "fit")["checkpoints"]
+    best = ckpts["best"]
+    assert best["file"] == f"checkpoints/epoch={best['epoch']:04d}.ckpt" and best["monitor"] == "val_acc"
+    assert set(ckpts) == {"best", "epoch=6"} or best["epoch"] == 6
+    on_disk = {p.name for p in (stage_dir(tmp_path, "fit") / "checkpoints").iterdir()}
+    assert on_disk == {c["file"].removeprefix("checkpoints/") for c in ckpts.values()}, "pruning kept best's file"
+    rows = metrics_rows(tmp_path)
+    scores = [float(r["val_acc"]) for r in rows]
+    assert best["epoch"] == scores.index(max(scores)) + 1 and best["score"] == pytest.approx(max(scores))

@@ -9,6 +9,7 @@ by its checksum before it is loaded.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def record_checkpoint(run: StageRun, key: str, path: Path, **info: Any) -> None:
+def record_checkpoint(run: StageRun, keys: Sequence[str], path: Path, **info: Any) -> None:
+    """Record ``path`` (checksummed once) under every key in ``keys``; a file no key names any more is
+    deleted."""
     manifest = run.read_manifest()
     entry = {"file": path.relative_to(run.path).as_posix(), "sha256": sha256_file(path), **info}
-    previous = manifest.setdefault("checkpoints", {}).get(key)
-    manifest["checkpoints"][key] = entry
+    checkpoints = manifest.setdefault("checkpoints", {})
+    previous = [checkpoints[k]["file"] for k in keys if k in checkpoints]
+    for key in keys:
+        checkpoints[key] = dict(entry)
     run.write_manifest(manifest)
-    if previous and previous["file"] != entry["file"] and not _referenced(manifest, previous["file"]):
-        (run.path / previous["file"]).unlink(missing_ok=True)
+    for file in dict.fromkeys(previous):
+        if file != entry["file"] and not _referenced(manifest, file):
+            (run.path / file).unlink(missing_ok=True)
 
 
 def _referenced(manifest: dict[str, Any], file: str) -> bool:
@@ -84,7 +90,11 @@ def select_checkpoint(run: StageRun, select: str, epoch: int | None = None) -> P
 
 
 class PodiumCheckpoint(Checkpoint):
-    """Saves every N epochs and the best by ``monitor``; writes the per-epoch metrics row first."""
+    """Saves every N epochs and the best by ``monitor``; writes the per-epoch metrics row first.
+
+    A best found by the validation at an epoch's end that is saved anyway is that epoch's file, recorded
+    under both keys, not a second copy of the same weights.
+    """
 
     def __init__(self, run: StageRun, monitor: str, mode: str, every_n_epochs: int, keep_last: int | None,
                  table, on_epoch=None):
@@ -96,6 +106,7 @@ class PodiumCheckpoint(Checkpoint):
         self.table = table
         self.on_epoch = on_epoch
         self.best_score: float | None = None
+        self._pending_best: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
@@ -114,12 +125,16 @@ class PodiumCheckpoint(Checkpoint):
             return True
         return score > self.best_score if self.mode == "max" else score < self.best_score
 
-    def _save(self, trainer, name: str, key: str, **info: Any) -> None:
+    def _save(self, trainer, name: str, keys: Sequence[str], **info: Any) -> None:
         path = self.run.path / "checkpoints" / name
         trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
-            record_checkpoint(self.run, key, path, epoch=trainer.current_epoch + 1,
-                              step=trainer.global_step, **info)
+            record_checkpoint(self.run, keys, path, epoch=trainer.current_epoch + 1, step=trainer.global_step,
+                              **info)
+
+    def _saves_epoch(self, trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        return epoch % self.every == 0 or epoch == trainer.max_epochs
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
@@ -128,8 +143,11 @@ class PodiumCheckpoint(Checkpoint):
         score = float(trainer.strategy.broadcast(float(trainer.callback_metrics[self.monitor]), src=0))
         if self._better(score):
             self.best_score = score
-            self._save(trainer, f"best-step={trainer.global_step:07d}.ckpt", "best",
-                       score=score, monitor=self.monitor)
+            best = {"score": score, "monitor": self.monitor}
+            if trainer.is_last_batch and self._saves_epoch(trainer):
+                self._pending_best = best  # the epoch's checkpoint, at this very step, is the best one too
+            else:
+                self._save(trainer, f"best-step={trainer.global_step:07d}.ckpt", ["best"], **best)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1
@@ -140,8 +158,10 @@ class PodiumCheckpoint(Checkpoint):
             self.table.append(row)
             if self.on_epoch:
                 self.on_epoch(row)
-        if epoch % self.every == 0 or epoch == trainer.max_epochs:
-            self._save(trainer, f"epoch={epoch:04d}.ckpt", f"epoch={epoch}")
+        if self._saves_epoch(trainer):
+            best, self._pending_best = self._pending_best, None
+            self._save(trainer, f"epoch={epoch:04d}.ckpt", [f"epoch={epoch}", *(["best"] if best else [])],
+                       **(best or {}))
             if trainer.is_global_zero and self.keep_last:
                 self._prune()
 

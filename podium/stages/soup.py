@@ -73,8 +73,7 @@ def run(ctx) -> dict:
     out = ctx.run.path / "checkpoints" / "soup.ckpt"
     with atomic_path(out) as tmp:
         torch.save({"state_dict": soup}, tmp)
-    for key in ("best", "last"):
-        record_checkpoint(ctx.run, key, out, score=metrics["heldout_score"])
+    record_checkpoint(ctx.run, ["best", "last"], out, score=metrics["heldout_score"])
     ctx.run.update_manifest(model_stage=ref.stage, model_config=train_cfg.model_dump(mode="json"))
     ctx.info(f"{ctx.cfg.method} soup of {metrics['ingredients']}/{len(paths)} members: "
              f"held-out {metrics['heldout_score']:.4f}")
