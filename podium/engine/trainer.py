@@ -41,7 +41,10 @@ class TrainerConfig(Strict):
     check_val_every_n_epoch: int = Field(1, ge=1)
     grad_checkpointing: bool = False
     channels_last: bool = False
-    deterministic: bool | Literal["warn"] = True
+    # "warn": deterministic kernels wherever torch has one, a warning naming each op that has none (on
+    # CUDA: AdaptiveAvgPool2d backward in timm's heads, bilinear interpolate backward, ...). True raises
+    # on those ops at the first backward; on CPU both give the same bits.
+    deterministic: bool | Literal["warn"] = "warn"
     monitor: str | None = None
     mode: Literal["max", "min"] | None = None
     save_every_n_epochs: int = Field(1, ge=1)
