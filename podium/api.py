@@ -64,7 +64,8 @@ def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str
     if report and runner.world.is_zero:
         from podium.report import write_report
 
-        result.report = write_report(recipe, runner)
+        result.report = write_report(recipe, store.root / recipe.name, stage_statuses(runner),
+                                     {name: runner.runs_of(name) for name in recipe.order})
     return result
 
 

@@ -22,7 +22,10 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from podium.errors import ConfigError
+from podium.registry import get_task, stage_kind, stage_kinds
 
+# the plugin every recipe loads first: podium's own stage kinds and tasks register like anyone's
+BUILTINS = "podium.builtins"
 _REF = re.compile(r"^(?P<stage>[A-Za-z_][\w-]*)(?:@(?P<sel>[^@]*))?$")
 
 
@@ -262,9 +265,6 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def stage_model(kind: str, task: str | None, path: str) -> type[StageConfig]:
-    from podium.stages import stage_kinds
-    from podium.tasks import get_task
-
     kinds = stage_kinds()
     if kind not in kinds:
         raise ConfigError(f"{path}.kind: unknown stage kind {kind!r}{_suggest(kind, list(kinds))} "
@@ -303,8 +303,6 @@ def _check_refs(stages: dict[str, StageNode]) -> None:
 
 def _add_data_dependencies(nodes: dict[str, StageNode]) -> None:
     """Stages that read the data set depend on the stage that makes it (so its hash is theirs too)."""
-    from podium.stages import stage_kind
-
     synths = [n for n, node in nodes.items() if node.kind == "synth"]
     for node in nodes.values():
         if node.kind != "synth" and stage_kind(node.kind).uses_data:
@@ -344,6 +342,7 @@ def load_recipe(path: str | Path, profile: str | None = None, overrides: Sequenc
         raise ConfigError(f"{path}: expected a mapping at the top of the recipe; found {type(raw).__name__}")
     raw.pop("profiles", None)
     top = validate(_RecipeTop, raw, "")
+    _import_plugin(BUILTINS, path.parent, "podium's built-in stage kinds and tasks")
     for i, plugin in enumerate(top.plugins):
         _import_plugin(plugin, path.parent, f"plugins[{i}]")
     data_root = top.data.get("root")

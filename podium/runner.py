@@ -23,14 +23,14 @@ from rich.console import Console
 from podium.engine.distributed import Coordinator, World, detect_world, stage_processes
 from podium.errors import ConfigError, CorruptFileError, LaunchRequired, PodiumError
 from podium.recipe import Recipe, Ref, StageConfig, StageNode, validate
-from podium.stages import CHECKPOINT_KINDS, stage_kind
+from podium.registry import CHECKPOINT_KINDS, get_task, stage_kind
 from podium.store import MANIFEST, RunStore, StageRun, content_hash, now, versions
 
 
-def hash_payload(cfg: StageConfig, unhashed: Sequence[str]) -> dict[str, Any]:
+def hash_payload(cfg: StageConfig) -> dict[str, Any]:
     """The config as JSON data, minus fields that do not change results (workers, progress bars)."""
     data = cfg.model_dump(mode="json", exclude={"needs"})
-    for dotted in (*type(cfg).unhashed, *unhashed):
+    for dotted in type(cfg).unhashed:
         *parents, leaf = dotted.split(".")
         node = data
         for p in parents:
@@ -46,9 +46,6 @@ def stage_seed(recipe: Recipe, cfg: StageConfig) -> int:
 
 def stage_hashes(recipe: Recipe) -> dict[str, list[str]]:
     """Every stage's instance hashes (one per sweep member), computed without running anything."""
-    from podium.engine.trainer import TRAINER_UNHASHED
-    from podium.tasks import get_task
-
     hashes: dict[str, list[str]] = {}
     for name in recipe.order:
         node = recipe.stages[name]
@@ -59,7 +56,7 @@ def stage_hashes(recipe: Recipe) -> dict[str, list[str]]:
             content_hash({
                 "kind": node.kind, "kind_version": kind.version, "task": node.task,
                 "task_version": task_version, "seed": stage_seed(recipe, cfg),
-                "config": hash_payload(cfg, TRAINER_UNHASHED if node.kind == "train" else ()),
+                "config": hash_payload(cfg),
                 "upstream": upstream, "data_root": _data_fingerprint(recipe, node),
             })
             for cfg in node.configs
@@ -71,8 +68,6 @@ def _data_fingerprint(recipe: Recipe, node: StageNode) -> str | None:
     """Real data is identified by its files (relative names and sizes), never by where it lives."""
     if node.kind != "synth" or recipe.data_root is None:
         return None
-    from podium.tasks import get_task
-
     root = Path(recipe.data_root)
     files = get_task(node.task).check_data(root)
     return content_hash([[p.relative_to(root).as_posix(), p.stat().st_size] for p in sorted(files)])
@@ -101,8 +96,6 @@ class StageContext:
 
     @property
     def task(self):
-        from podium.tasks import get_task
-
         return get_task(self.node.task)
 
     def info(self, message: str) -> None:

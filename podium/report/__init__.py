@@ -50,28 +50,26 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(recipe, runner) -> Path:
-    from podium.api import stage_statuses
+def write_report(recipe, root: Path, rows, runs: dict) -> Path:
+    """``root/report.html`` for ``recipe``: ``rows`` are the stage status rows, ``runs`` each stage's
+    ``StageRun``s (the caller has both; the report imports neither the API nor the runner)."""
     from podium.stages.evaluate import scalar_columns
 
-    root = runner.store.root / recipe.name
     parts = [f"<h1>{html.escape(recipe.name)}</h1>",
              f"<p>profile: {html.escape(str(recipe.profile))} &middot; seed {recipe.seed}</p><h2>Stages</h2>"]
-    rows = stage_statuses(runner)
     parts.append(_table(["stage", "kind", "state", "hash", "key metric", "path"],
                         [[r.stage, r.kind, r.state, r.hash, r.metric, r.path] for r in rows]))
     for name in recipe.order:
         node = recipe.stages[name]
-        runs = runner.runs_of(name)
-        if node.kind == "evaluate" and runs[0].status == "done":
-            scores = json.loads(runs[0].output("metrics.json").read_text())
+        if node.kind == "evaluate" and runs[name][0].status == "done":
+            scores = json.loads(runs[name][0].output("metrics.json").read_text())
             cols = scalar_columns(scores)
             parts.append(f"<h2>Leaderboard: {html.escape(name)}</h2>")
             parts.append(_table(["predictions", *cols], [[p, *(f"{m[c]:.4f}" if isinstance(m.get(c), float)
                                                                else m.get(c, "") for c in cols)]
                                                           for p, m in scores.items()]))
         if node.kind == "train":
-            csvs = [r.path / "logs" / "metrics.csv" for r in runs if (r.path / "logs" / "metrics.csv").is_file()]
+            csvs = [r.path / "logs" / "metrics.csv" for r in runs[name] if (r.path / "logs" / "metrics.csv").is_file()]
             png = _curves(name, csvs, root / "report" / f"{name}.png") if csvs else None
             if png:
                 parts.append(f"<h2>Training: {html.escape(name)}</h2><img src='report/{png.name}'>")

@@ -15,7 +15,7 @@ from podium.ensemble import vote
 from podium.ensemble.predictions import Predictions, load_predictions, save_predictions
 from podium.errors import ConfigError
 from podium.recipe import StageConfig
-from podium.stages import register_stage
+from podium.registry import register_stage
 
 PREDICTION_KINDS = ("predict", "ensemble")
 

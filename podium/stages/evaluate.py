@@ -11,7 +11,7 @@ from rich.table import Table
 
 from podium.ensemble.predictions import Predictions, load_predictions
 from podium.recipe import StageConfig
-from podium.stages import register_stage
+from podium.registry import register_stage
 from podium.stages.ensemble import PREDICTION_KINDS
 from podium.store import StageRun, write_json
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from podium.engine.checkpoint import load_checkpoint
 from podium.ensemble.predictions import Predictions, save_predictions
 from podium.recipe import Ref, StageConfig
-from podium.stages import CHECKPOINT_KINDS, register_stage
+from podium.registry import CHECKPOINT_KINDS, register_stage
 
 
 class PredictConfig(StageConfig):

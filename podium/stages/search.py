@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from podium.engine.seeding import derive_seed
 from podium.recipe import StageConfig, Strict, stage_model, validate
-from podium.stages import register_stage
+from podium.registry import register_stage
 from podium.stages.train import fit, with_params
 from podium.store import StageRun, content_hash, write_json
 

@@ -15,7 +15,7 @@ from podium.engine.checkpoint import load_checkpoint, record_checkpoint, select_
 from podium.ensemble.soup import greedy_soup, uniform_soup
 from podium.errors import ConfigError
 from podium.recipe import Ref, StageConfig
-from podium.stages import register_stage
+from podium.registry import register_stage
 from podium.store import atomic_path
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from podium.recipe import StageConfig
-from podium.stages import register_stage
+from podium.registry import register_stage
 from podium.stages.ensemble import PREDICTION_KINDS
 from podium.stages.evaluate import prediction_source
 

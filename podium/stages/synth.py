@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from podium.recipe import StageConfig
-from podium.stages import register_stage
+from podium.registry import register_stage
 
 
 class SynthConfig(StageConfig):

@@ -17,9 +17,9 @@ from podium.engine.checkpoint import PodiumCheckpoint, last_good_checkpoint, loa
 from podium.engine.distributed import SINGLE, World
 from podium.engine.metrics_log import MetricsTable
 from podium.engine.threads import torch_threads
-from podium.engine.trainer import DataModule, TrainerConfig, build_trainer
+from podium.engine.trainer import TRAINER_UNHASHED, DataModule, TrainerConfig, build_trainer
 from podium.recipe import Ref, StageConfig, validate
-from podium.stages import CHECKPOINT_KINDS, register_stage
+from podium.registry import CHECKPOINT_KINDS, register_stage
 from podium.store import StageRun
 
 
@@ -29,6 +29,8 @@ class TrainConfig(StageConfig):
     init: str | None = None
     init_state: Literal["weights", "full"] = "weights"
     params_from: str | None = None
+
+    unhashed = TRAINER_UNHASHED
 
     def references(self):
         refs = [("init", self.init, CHECKPOINT_KINDS)] if self.init else []

@@ -1,93 +1,14 @@
 """Task plugins: the domain knowledge (data formats, models, metrics) behind the generic stage kinds.
 
-A task subclasses :class:`Task`, overrides the methods its recipes use and registers an instance with
-``@register_task``. Built-in tasks live in ``podium/tasks/<name>/`` and are imported on first use;
-others (a test's toy task, a user's own) are imported through the recipe's ``plugins:`` list.
+A task subclasses :class:`podium.registry.Task`, overrides the methods its recipes use and registers
+an instance with ``@register_task``. Built-in tasks live in ``podium/tasks/<name>/`` and are declared by
+``podium.builtins``; others (a test's toy task, a user's own) are imported through the recipe's
+``plugins:`` list. The registry's names are re-exported here; importing this package declares the
+built-in tasks, so ``get_task("mri")`` works from a notebook too.
 """
 
-from __future__ import annotations
+from podium.registry import Task, get_task, register_task
 
-import difflib
-import importlib
-from pathlib import Path
-from typing import Any
+__all__ = ["Task", "get_task", "register_task"]
 
-from podium.errors import ConfigError
-
-_TASKS: dict[str, Task] = {}
-BUILTIN_TASKS = ("multilabel", "mri", "mask", "iqa")
-
-
-class Task:
-    """What a stage kind may ask of a task. Unimplemented methods say which stage needed them."""
-
-    name: str = ""
-    version: str = "1"
-    # stage kind -> pydantic config class extending that kind's generic config with task sections
-    configs: dict[str, type] = {}
-    # metric the `train` stage selects the best checkpoint by, and whether higher is better
-    monitor: str = "val_loss"
-    monitor_mode: str = "min"
-
-    def stage_config(self, kind: str) -> type | None:
-        return self.configs.get(kind)
-
-    def _missing(self, what: str):
-        raise ConfigError(f"task {self.name!r} does not support {what}")
-
-    def synth(self, cfg: Any, out_dir: Path, seed: int) -> list[Path]:
-        """Write the synthetic data set in the competition's layout; return the files to checksum."""
-        self._missing("synth stages")
-
-    def check_data(self, root: Path) -> list[Path]:
-        """Validate a real data root (clear errors for missing files); return the files that identify it."""
-        self._missing("data.root")
-
-    def datasets(self, cfg: Any, data_root: Path, seed: int) -> tuple[Any, Any]:
-        """(train, validation) datasets; items are fetched with ``(index, sample_seed)`` keys."""
-        self._missing("train stages")
-
-    def module(self, cfg: Any) -> Any:
-        """The LightningModule for a train config; its pure nn.Module is ``.model``."""
-        self._missing("train stages")
-
-    def predict(self, model: Any, train_cfg: Any, cfg: Any, data_root: Path, out_dir: Path) -> Any:
-        """Run a model over a split; return ``Predictions`` (per-item arrays), or the list of files it
-        wrote under ``out_dir`` when predictions are files (MRI reconstructions)."""
-        self._missing("predict stages")
-
-    def write_predictions(self, preds: Any, cfg: Any, out_dir: Path) -> list[Path]:
-        """Write predictions in the competition's own format (besides podium's npz)."""
-        return []
-
-    def evaluate(self, preds: Any, data_root: Path, cfg: Any, out_dir: Path) -> dict[str, float]:
-        """Score predictions (``Predictions``, or a predict stage's verified ``StageRun`` when its outputs
-        are files) with the leaderboard's exact metric; the first key is the headline."""
-        self._missing("evaluate stages")
-
-    def heldout_score(self, model: Any, train_cfg: Any, data_root: Path) -> float:
-        """The leaderboard metric of a bare model on the held-out split (soups rank and grow by it)."""
-        self._missing("soup stages")
-
-    def submit(self, preds: Any, data_root: Path, cfg: Any, out_path: Path) -> Path:
-        """Write the submission file."""
-        self._missing("submit stages")
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    _TASKS[cls.name] = cls()
-    return cls
-
-
-def get_task(name: str, path: str = "task") -> Task:
-    if name not in _TASKS and name in BUILTIN_TASKS:
-        try:
-            importlib.import_module(f"podium.tasks.{name}")
-        except ImportError as e:
-            raise ConfigError(f"{path}: task {name!r} cannot be loaded ({e})") from None
-    if name not in _TASKS:
-        known = sorted({*BUILTIN_TASKS, *_TASKS})
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{path}: unknown task {name!r}{hint} (tasks: {', '.join(known)})")
-    return _TASKS[name]
+import podium.builtins  # noqa: E402,F401

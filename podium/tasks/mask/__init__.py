@@ -21,13 +21,13 @@ from podium.ensemble.predictions import Predictions
 from podium.ensemble.tta import predict_dataset
 from podium.errors import ConfigError, DataError
 from podium.metrics.classification import multiclass_scores, save_confusion_png
+from podium.registry import Task, register_task
 from podium.stages.evaluate import EvaluateConfig
 from podium.stages.predict import PredictConfig
 from podium.stages.submit import SubmitConfig
 from podium.stages.synth import SynthConfig
 from podium.stages.train import TrainConfig
 from podium.store import atomic_write
-from podium.tasks import Task, register_task
 from podium.tasks.mask.data import (
     NUM_CLASSES,
     LabelConfig,

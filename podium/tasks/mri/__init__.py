@@ -18,11 +18,11 @@ from podium.engine.trainer import TrainerConfig
 from podium.errors import ConfigError, DataError
 from podium.metrics.ssim import score_leaderboard
 from podium.recipe import Strict
+from podium.registry import Task, register_task
 from podium.stages.predict import PredictConfig
 from podium.stages.synth import SynthConfig
 from podium.stages.train import TrainConfig
 from podium.store import StageRun, write_json
-from podium.tasks import Task, register_task
 from podium.tasks.mri.data import MriReader, scan_snu
 from podium.tasks.mri.dataset import SliceDataset
 from podium.tasks.mri.masks import FIXED_CENTER_FRACTION, HelperMaskSampler

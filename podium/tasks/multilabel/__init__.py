@@ -20,6 +20,7 @@ from podium.ensemble.tta import predict_dataset
 from podium.errors import DataError
 from podium.metrics.classification import multilabel_scores
 from podium.recipe import Strict
+from podium.registry import Task, register_task
 from podium.stages.ensemble import EnsembleConfig
 from podium.stages.evaluate import EvaluateConfig
 from podium.stages.predict import PredictConfig
@@ -27,7 +28,6 @@ from podium.stages.submit import SubmitConfig
 from podium.stages.synth import SynthConfig
 from podium.stages.train import TrainConfig
 from podium.store import atomic_write
-from podium.tasks import Task, register_task
 from podium.tasks.multilabel.data import (
     LETTERS,
     DaconLayout,

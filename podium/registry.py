@@ -1,0 +1,146 @@
+"""The registries of stage kinds and tasks: the ground floor the recipe loader and the runner look up.
+
+Stage kinds (generic verbs: train, predict, ensemble, ...) and tasks (domain plugins: data formats,
+models, metrics) register here by name, as timm registers models. This module imports no stage and no
+task: the built-in ones register when ``podium.builtins`` is imported (every recipe loads it first, as a
+plugin), a user's own through the recipe's ``plugins:`` list. Tasks import heavy libraries, so a
+built-in task is only *declared* up front and its module is imported when a recipe first asks for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podium.errors import ConfigError
+
+# kinds whose stages leave model checkpoints that `model: stage@best` can point at
+CHECKPOINT_KINDS = ("train", "soup", "collect")
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """A kind is a pydantic config class plus ``run(ctx) -> metrics``. Kinds never import a task's
+    internals: they call the task plugin's documented methods (see :class:`Task`)."""
+
+    name: str
+    config: type
+    run: Callable[[Any], dict[str, Any]]
+    version: int
+    uses_data: bool
+    shared: bool  # several processes may run it at once (it coordinates them itself): no stage lock
+
+
+_KINDS: dict[str, StageKind] = {}
+
+
+def register_stage(name: str, config: type, version: int = 1, uses_data: bool = True, shared: bool = False):
+    """Decorator for a kind's ``run(ctx)``; bump ``version`` when outputs change, to invalidate old runs."""
+
+    def wrap(fn: Callable[[Any], dict[str, Any]]):
+        _KINDS[name] = StageKind(name, config, fn, version, uses_data, shared)
+        return fn
+
+    return wrap
+
+
+def stage_kinds() -> dict[str, StageKind]:
+    return _KINDS
+
+
+def stage_kind(name: str) -> StageKind:
+    if name not in _KINDS:
+        raise ConfigError(f"unknown stage kind {name!r} (kinds: {', '.join(sorted(_KINDS))})")
+    return _KINDS[name]
+
+
+class Task:
+    """What a stage kind may ask of a task. Unimplemented methods say which stage needed them.
+
+    A task subclasses this, overrides the methods its recipes use and registers an instance with
+    ``@register_task``.
+    """
+
+    name: str = ""
+    version: str = "1"
+    # stage kind -> pydantic config class extending that kind's generic config with task sections
+    configs: dict[str, type] = {}
+    # metric the `train` stage selects the best checkpoint by, and whether higher is better
+    monitor: str = "val_loss"
+    monitor_mode: str = "min"
+
+    def stage_config(self, kind: str) -> type | None:
+        return self.configs.get(kind)
+
+    def _missing(self, what: str):
+        raise ConfigError(f"task {self.name!r} does not support {what}")
+
+    def synth(self, cfg: Any, out_dir: Path, seed: int) -> list[Path]:
+        """Write the synthetic data set in the competition's layout; return the files to checksum."""
+        self._missing("synth stages")
+
+    def check_data(self, root: Path) -> list[Path]:
+        """Validate a real data root (clear errors for missing files); return the files that identify it."""
+        self._missing("data.root")
+
+    def datasets(self, cfg: Any, data_root: Path, seed: int) -> tuple[Any, Any]:
+        """(train, validation) datasets; items are fetched with ``(index, sample_seed)`` keys."""
+        self._missing("train stages")
+
+    def module(self, cfg: Any) -> Any:
+        """The LightningModule for a train config; its pure nn.Module is ``.model``."""
+        self._missing("train stages")
+
+    def predict(self, model: Any, train_cfg: Any, cfg: Any, data_root: Path, out_dir: Path) -> Any:
+        """Run a model over a split; return ``Predictions`` (per-item arrays), or the list of files it
+        wrote under ``out_dir`` when predictions are files (MRI reconstructions)."""
+        self._missing("predict stages")
+
+    def write_predictions(self, preds: Any, cfg: Any, out_dir: Path) -> list[Path]:
+        """Write predictions in the competition's own format (besides podium's npz)."""
+        return []
+
+    def evaluate(self, preds: Any, data_root: Path, cfg: Any, out_dir: Path) -> dict[str, float]:
+        """Score predictions (``Predictions``, or a predict stage's verified ``StageRun`` when its outputs
+        are files) with the leaderboard's exact metric; the first key is the headline."""
+        self._missing("evaluate stages")
+
+    def heldout_score(self, model: Any, train_cfg: Any, data_root: Path) -> float:
+        """The leaderboard metric of a bare model on the held-out split (soups rank and grow by it)."""
+        self._missing("soup stages")
+
+    def submit(self, preds: Any, data_root: Path, cfg: Any, out_path: Path) -> Path:
+        """Write the submission file."""
+        self._missing("submit stages")
+
+
+_TASKS: dict[str, Task] = {}
+_DECLARED: dict[str, str] = {}  # task name -> module that registers it when imported
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    _TASKS[cls.name] = cls()
+    return cls
+
+
+def declare_task(name: str, module: str) -> None:
+    """Name a task whose module is imported (and registers it) the first time a recipe asks for it."""
+    _DECLARED[name] = module
+
+
+def get_task(name: str, path: str = "task") -> Task:
+    if name not in _TASKS and name in _DECLARED:
+        try:
+            importlib.import_module(_DECLARED[name])
+        except ImportError as e:
+            raise ConfigError(f"{path}: task {name!r} cannot be loaded ({e})") from None
+    if name not in _TASKS:
+        known = sorted({*_DECLARED, *_TASKS})
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{path}: unknown task {name!r}{hint} (tasks: {', '.join(known)})")
+    return _TASKS[name]
