@@ -69,6 +69,17 @@ def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str
     return result
 
 
+def check(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str | None = None,
+          only: Sequence[str] = (), force: Sequence[str] = (), member: int | None = None,
+          store: str | Path | RunStore | None = None) -> Recipe:
+    """Every check that needs no stage to run (the recipe, its references, models, files, data root and
+    process counts); raises ``ConfigError`` with all problems, writes nothing."""
+    recipe = _as_recipe(recipe, profile, overrides)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    Runner(recipe, store, console=Console(quiet=True)).processes(only, force, member)
+    return recipe
+
+
 def slurm(recipe: str | Path | Recipe, stage: str, overrides: Sequence[str] = (), profile: str | None = None,
           options: Sequence[str] = (), store: str | Path | RunStore | None = None) -> dict[str, str]:
     """sbatch scripts that run a sweep's members as a SLURM array, then the rest of the recipe."""

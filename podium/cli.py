@@ -51,6 +51,7 @@ def run(
     force: list[str] = typer.Option([], "--force", help="Run this stage again from scratch (repeatable)"),
     member: int = typer.Option(None, "--member", help="Run one member of a sweep (for cluster arrays)"),
     store: Path = Store,
+    check: bool = typer.Option(False, "--check", help="Only validate the recipe (no stage runs); exit 0 or 2"),
 ) -> None:
     """Run every stage of RECIPE that is not done yet; resume a partial one exactly.
 
@@ -58,7 +59,12 @@ def run(
     each launched process is one rank.
 
     Example: podium run recipes/dirty-mnist.yaml --profile tiny stages.effnet_s.trainer.max_epochs=2
+             podium run --check recipes/dirty-mnist.yaml stages.effnet_s.model.name=tf_efficientnetv2_m
     """
+    if check:
+        checked = api.check(recipe, overrides or [], profile, only, force, member, store)
+        console.print(f"{checked.name}: {len(checked.stages)} stages valid ({', '.join(checked.order)})")
+        return
     try:
         result = api.run(recipe, overrides or [], profile, only, force, member, store, console)
     except LaunchRequired as e:

@@ -17,6 +17,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -192,12 +193,22 @@ def _import_plugin(plugin: str, base: Path, where: str) -> None:
 
 
 def _load_yaml(path: Path):
+    """The recipe file as an OmegaConf mapping; a parse error names the file, line and column."""
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        return OmegaConf.load(path)
+        cfg = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: cannot parse the recipe as YAML ({problem})") from None
     except (OmegaConfBaseException, ValueError, OSError) as e:
-        raise ConfigError(f"{path}: cannot parse the recipe as YAML ({e})") from None
+        raise ConfigError(f"{path}: cannot read the recipe ({e})") from None
+    if not OmegaConf.is_dict(cfg):
+        raise ConfigError(f"{path}: expected a mapping at the top of the recipe (name:, stages:, ...); "
+                          f"found a {'list' if OmegaConf.is_list(cfg) else type(cfg).__name__}")
+    return cfg
 
 
 def _apply_dotlist(cfg, items: Sequence[str], where: str):
@@ -275,30 +286,37 @@ def stage_model(kind: str, task: str | None, path: str) -> type[StageConfig]:
     return get_task(task, path=f"{path}.task").stage_config(kind) or base
 
 
-def _check_refs(stages: dict[str, StageNode]) -> None:
-    names = list(stages)
+def _check_refs(stages: dict[str, StageNode], broken: Sequence[str]) -> list[str]:
+    """Problems with references between stages; ``broken`` stages (reported already) are not looked into."""
+    names = [*stages, *broken]
+    problems = []
     for node in stages.values():
         for fpath, ref, kinds in node.references:
             where = f"stages.{node.name}.{fpath}"
+            if ref.stage in broken:
+                continue
             if ref.stage not in stages:
-                raise ConfigError(f"{where}: unknown stage {ref.stage!r}{_suggest(ref.stage, names)} "
-                                  f"(stages: {', '.join(names)})")
+                problems.append(f"{where}: unknown stage {ref.stage!r}{_suggest(ref.stage, names)} "
+                                f"(stages: {', '.join(names)})")
+                continue
             target = stages[ref.stage]
             if kinds and target.kind not in kinds:
-                raise ConfigError(f"{where}: {ref.stage!r} is a {target.kind} stage; expected a stage of "
-                                  f"kind {' or '.join(kinds)}")
-            if ref.select == "epoch":
+                problems.append(f"{where}: {ref.stage!r} is a {target.kind} stage; expected a stage of "
+                                f"kind {' or '.join(kinds)}")
+            elif ref.select == "epoch":
                 if target.kind != "train":
-                    raise ConfigError(f"{where}: '@epoch=' needs a train stage; {ref.stage!r} is "
-                                      f"a {target.kind} stage")
+                    problems.append(f"{where}: '@epoch=' needs a train stage; {ref.stage!r} is "
+                                    f"a {target.kind} stage")
+                    continue
                 max_epochs = min(c.trainer.max_epochs for c in target.configs)
                 if ref.epoch > max_epochs:
-                    raise ConfigError(f"{where}: '@epoch={ref.epoch}' is past the end of {ref.stage!r} "
-                                      f"(trainer.max_epochs = {max_epochs}); expected 1..{max_epochs}")
+                    problems.append(f"{where}: '@epoch={ref.epoch}' is past the end of {ref.stage!r} "
+                                    f"(trainer.max_epochs = {max_epochs}); expected 1..{max_epochs}")
         for dep in node.needs:
-            if dep not in stages:
-                raise ConfigError(f"stages.{node.name}.needs: unknown stage {dep!r}{_suggest(dep, names)} "
-                                  f"(stages: {', '.join(names)})")
+            if dep not in stages and dep not in broken:
+                problems.append(f"stages.{node.name}.needs: unknown stage {dep!r}{_suggest(dep, names)} "
+                                f"(stages: {', '.join(names)})")
+    return problems
 
 
 def _add_data_dependencies(nodes: dict[str, StageNode]) -> None:
@@ -331,6 +349,49 @@ def _topological_order(stages: dict[str, StageNode]) -> list[str]:
     return order
 
 
+def _stage_node(name: str, sraw: Any, default_task: str | None) -> StageNode:
+    """One stage's validated configs (one per sweep member) and references; all its problems at once."""
+    where = f"stages.{name}"
+    if not isinstance(sraw, dict) or "kind" not in sraw:
+        raise ConfigError(f"{where}.kind: required key is missing (every stage names its kind)")
+    task = sraw.get("task", default_task)
+    model = stage_model(sraw["kind"], task, where)
+    members = _expand_members(dict(sraw), where) if sraw["kind"] == "train" else [dict(sraw)]
+    configs, problems = [], []
+    for i, m in enumerate(members):
+        prefix = f"{where}.members[{i}]" if len(members) > 1 else where
+        try:
+            cfg = validate(model, {**m, "task": task}, prefix)
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        for fname, kind, data in cfg.nested():
+            try:
+                validate(stage_model(kind, task, f"{prefix}.{fname}"), {**data, "kind": kind, "task": task},
+                         f"{prefix}.{fname}")
+            except ConfigError as e:
+                problems.append(str(e))
+        configs.append(cfg)
+    if problems:
+        raise ConfigError("\n".join(_shared_by_members(problems, len(members))))
+    refs = [(f, Ref.parse(text, f"{where}.{f}"), kinds) for f, text, kinds in configs[0].references()]
+    needs = list(dict.fromkeys([*configs[0].needs, *(r.stage for _, r, _ in refs)]))
+    return StageNode(name, configs[0].kind, task, configs, needs, refs)
+
+
+def _shared_by_members(problems: list[str], count: int) -> list[str]:
+    """A problem every member of a sweep has (one in the stage's own config) is reported once, without
+    a member index; one that only some members have keeps theirs."""
+    lines = [line for problem in problems for line in problem.splitlines()]
+    plain = [re.sub(r"\.members\[\d+\]", "", line) for line in lines]
+    out = []
+    for line, base in zip(lines, plain, strict=True):
+        shared = count > 1 and plain.count(base) == count
+        if (base if shared else line) not in out:
+            out.append(base if shared else line)
+    return out
+
+
 def load_recipe(path: str | Path, profile: str | None = None, overrides: Sequence[str] = ()) -> Recipe:
     """Load, apply ``profile`` then ``overrides`` (dotlist), validate, and order the stages."""
     path = Path(path)
@@ -338,38 +399,32 @@ def load_recipe(path: str | Path, profile: str | None = None, overrides: Sequenc
     cfg = _apply_profile(cfg, profile, str(path))
     cfg = _apply_dotlist(cfg, list(overrides), "command line")
     raw = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top of the recipe; found {type(raw).__name__}")
     raw.pop("profiles", None)
     top = validate(_RecipeTop, raw, "")
     _import_plugin(BUILTINS, path.parent, "podium's built-in stage kinds and tasks")
     for i, plugin in enumerate(top.plugins):
         _import_plugin(plugin, path.parent, f"plugins[{i}]")
+    if top.task is not None:
+        get_task(top.task, "task")
+    problems: list[str] = []
     data_root = top.data.get("root")
-    stray = [k for k in top.data if k != "root"]
-    if stray:
-        raise ConfigError(f"data.{stray[0]}: unknown key (allowed here: root)")
+    problems += [f"data.{k}: unknown key (allowed here: root)" for k in top.data if k != "root"]
+    if data_root is not None and not Path(data_root).is_dir():
+        problems.append(f"data.root: {data_root}: no such directory")
+    if not top.stages:
+        raise ConfigError(f"{path}: stages: the recipe has no stages (expected a mapping of stage names "
+                          "to {kind: ..., ...})")
 
     nodes: dict[str, StageNode] = {}
     for name, sraw in top.stages.items():
-        where = f"stages.{name}"
-        if not isinstance(sraw, dict) or "kind" not in sraw:
-            raise ConfigError(f"{where}.kind: required key is missing (every stage names its kind)")
-        task = sraw.get("task", top.task)
-        model = stage_model(sraw["kind"], task, where)
-        members = _expand_members(dict(sraw), where) if sraw["kind"] == "train" else [dict(sraw)]
-        configs = []
-        for i, m in enumerate(members):
-            prefix = f"{where}.members[{i}]" if len(members) > 1 else where
-            cfg = validate(model, {**m, "task": task}, prefix)
-            for fname, kind, data in cfg.nested():
-                validate(stage_model(kind, task, f"{prefix}.{fname}"), {**data, "kind": kind, "task": task},
-                         f"{prefix}.{fname}")
-            configs.append(cfg)
-        refs = [(f, Ref.parse(text, f"{where}.{f}"), kinds) for f, text, kinds in configs[0].references()]
-        needs = list(dict.fromkeys([*configs[0].needs, *(r.stage for _, r, _ in refs)]))
-        nodes[name] = StageNode(name, configs[0].kind, task, configs, needs, refs)
+        try:
+            nodes[name] = _stage_node(name, sraw, top.task)
+        except ConfigError as e:
+            problems.append(str(e))
+    broken = [n for n in top.stages if n not in nodes]
     _add_data_dependencies(nodes)
-    _check_refs(nodes)
+    problems += _check_refs(nodes, broken)
+    if problems:
+        raise ConfigError("\n".join(problems))
     order = _topological_order(nodes)
     return Recipe(top.name, top.task, top.seed, data_root, nodes, order, path, profile, raw)

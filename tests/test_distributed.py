@@ -260,10 +260,32 @@ def test_concurrent_search_processes_share_one_study(tiny_recipe, tmp_path, stor
     trials = optuna.load_study(study_name=name, storage=backend).trials
     kept = [t for t in trials if t.state != optuna.trial.TrialState.FAIL]
     assert len(kept) == 6 and all(t.state.is_finished() for t in kept)
-    assert len({t.user_attrs["pid"] for t in kept}) == 2, "both processes ran trials"
+    assert len({t.user_attrs["owner"][1] for t in kept}) == 2, "both processes ran trials"
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     m = manifest(store, "tune")
     assert m["status"] == "done" and m["trials"] == 6
     best = json.loads((stage_dir(store, "tune") / "best.json").read_text())
     assert [t["number"] for t in best["trials"]] == [t.number for t in kept]
     assert {(t["number"], t["value"]) for t in best["trials"]} == {(t.number, t.value) for t in kept}
+
+
+def test_a_killed_search_process_leaves_no_trial_running_forever(tiny_recipe, tmp_path):
+    import optuna
+
+    tiny_recipe.write_text(tiny_recipe.read_text().replace("\nprofiles:", SEARCH.replace("n_trials: 6", "n_trials: 2")
+                                                           + "profiles:"))
+    store = tmp_path / "s"
+    ok(podium_cli("run", str(tiny_recipe), "--only", "data", store=store))
+    proc = subprocess.Popen([sys.executable, "-m", "podium", "run", str(tiny_recipe), "--only", "tune"],
+                            env=env_for(store), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((store / "tiny" / "tune").glob("*/trials/0000/logs/metrics.csv")):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    ok(podium_cli("run", str(tiny_recipe), "--only", "tune", store=store))
+    (db,) = (store / "tiny" / "tune").glob("optuna.db")
+    (name,) = optuna.get_all_study_names(f"sqlite:///{db}")
+    states = [t.state.name for t in optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials]
+    assert states[0] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 2
+    assert "RUNNING" not in states and manifest(store, "tune")["status"] == "done"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 import podium.api as api
 from podium.engine.checkpoint import select_checkpoint
@@ -97,7 +98,7 @@ def test_submit_needs_eval_predictions(result: api.RunResult, tmp_path: Path):
 def test_model_takes_any_timm_name_and_the_image_size():
     assert build_model(ModelConfig(name="test_vit"), 32)(torch.zeros(2, 3, 32, 32)).shape == (2, 18)
     assert build_model(ModelConfig(name="test_resnet"), 48)(torch.zeros(1, 3, 48, 48)).shape == (1, 18)
-    with pytest.raises(ConfigError, match="model.name: 'no_such_net' is not a timm model"):
+    with pytest.raises(ValidationError, match="'no_such_net' is not a timm model"):
         build_model(ModelConfig(name="no_such_net"), 32)
 
 

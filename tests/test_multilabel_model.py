@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from pydantic import ValidationError
 
 from podium.errors import ConfigError
 from podium.tasks.multilabel.model import ClassMaxHead, ModelConfig, build_model
@@ -67,7 +68,6 @@ def test_output_stride_dilates_instead_of_downsampling():
     ("cfg", "call", "needle"),
     [
         (ModelConfig(name="test_vit", output_stride=8), False, "test_vit"),
-        (ModelConfig(name="no_such_model_xyz"), False, "no_such_model_xyz"),
         (ModelConfig(name="test_vit", head="class_max"), True, "[B, C, H, W]"),
     ],
 )
@@ -77,6 +77,11 @@ def test_unusable_model_configs_fail_with_a_config_error(cfg: ModelConfig, call:
         if call:
             model(torch.zeros(1, 1, 32, 32))
     assert needle in str(info.value)
+
+
+def test_an_unknown_timm_name_is_refused_by_the_config():
+    with pytest.raises(ValidationError, match="'no_such_model_xyz' is not a timm model"):
+        ModelConfig(name="no_such_model_xyz")
 
 
 def test_the_default_is_timms_own_model():

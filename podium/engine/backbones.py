@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import timm
 import torch
+from pydantic import AfterValidator
 
 from podium.errors import ConfigError, DataError
+
+
+def _timm_name(name: str) -> str:
+    if not timm.is_model(name):
+        raise ValueError(f"{name!r} is not a timm model (e.g. test_resnet or test_vit for tiny runs)")
+    return name
+
+
+def _local_file(path: str | None) -> str | None:
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"{path}: no such file (weights are never downloaded: give a local file)")
+    return path
+
+
+# config field types checked when the recipe loads, not when the stage starts
+TimmName = Annotated[str, AfterValidator(_timm_name)]
+LocalWeights = Annotated[str | None, AfterValidator(_local_file)]
 
 
 def create_timm_model(

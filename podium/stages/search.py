@@ -47,6 +47,12 @@ class Param(Strict):
             raise ValueError(f"a {self.type} parameter needs low <= high")
         return self
 
+    def example(self) -> Any:
+        """A value the space can take, to check at load time that the trial config accepts it."""
+        if self.type == "categorical":
+            return self.choices[0]
+        return int(self.low) if self.type == "int" else self.low
+
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         if self.type == "categorical":
             return trial.suggest_categorical(name, self.choices)
@@ -82,7 +88,14 @@ class SearchConfig(StageConfig):
         return trial
 
     def nested(self) -> list[tuple[str, str, dict]]:
-        return [("trial", "train", self.trial)]
+        """The trial as a train config, and the trial with a value of every parameter of the space put in
+        (its problems are reported under ``space.<parameter>``)."""
+        from omegaconf import OmegaConf
+
+        sample = OmegaConf.create(self.trial)
+        for name, param in self.space.items():
+            OmegaConf.update(sample, name, param.example(), merge=True, force_add=True)
+        return [("trial", "train", self.trial), ("space", "train", OmegaConf.to_container(sample))]
 
 
 class OptunaPruning(Callback):
@@ -134,7 +147,8 @@ def _fail_dead_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") == host and not _alive(t.user_attrs.get("pid", -1)):
+        owner = t.user_attrs.get("owner")  # unset for a moment after the trial is created: not yet known
+        if owner and owner[0] == host and not _alive(owner[1]):
             study.tell(t.number, state=TrialState.FAIL)
 
 
@@ -145,7 +159,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return pid > 0
+    return True
 
 
 class _Surplus(Exception):
@@ -166,8 +180,7 @@ def run(ctx) -> dict:
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("owner", [socket.gethostname(), os.getpid()])  # one write: never half-known
         ahead = [t for t in study.get_trials(deepcopy=False, states=counted) if t.number < trial.number]
         if len(ahead) >= cfg.n_trials:
             raise _Surplus(f"trial {trial.number}: the study already has {cfg.n_trials} trials")

@@ -6,14 +6,14 @@ import torch
 from pydantic import Field
 from timm.models import get_pretrained_cfg
 
-from podium.engine.backbones import create_timm_model
+from podium.engine.backbones import LocalWeights, TimmName, create_timm_model
 from podium.recipe import Strict
 from podium.tasks.mask.data import NUM_CLASSES
 
 
 class ModelConfig(Strict):
-    name: str = "vit_base_patch32_224.augreg_in21k"
-    pretrained_file: str | None = None  # a local weight file; weights are never downloaded
+    name: TimmName = "vit_base_patch32_224.augreg_in21k"
+    pretrained_file: LocalWeights = None  # a local weight file; weights are never downloaded
     drop_rate: float | None = Field(None, ge=0, lt=1)  # None: the model's default
     drop_path_rate: float | None = Field(None, ge=0, lt=1)
 

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from podium.engine.backbones import create_timm_model
+from podium.engine.backbones import LocalWeights, TimmName, create_timm_model
 from podium.errors import ConfigError
 from podium.recipe import Strict
 
@@ -15,11 +15,11 @@ NUM_LETTERS = 26
 
 
 class ModelConfig(Strict):
-    name: str = "tf_efficientnetv2_s.in21k"
+    name: TimmName = "tf_efficientnetv2_s.in21k"
     in_chans: int = 1
     drop_rate: float = Field(0.5, ge=0, lt=1)
     drop_path_rate: float = Field(0.2, ge=0, lt=1)
-    pretrained_file: str | None = None
+    pretrained_file: LocalWeights = None
     # pool: timm's own head (global pooling, then the classifier), as the write-up ran it.
     # class_max: the classifier at every feature-map position, then each letter's maximum (below).
     head: Literal["pool", "class_max"] = "pool"
