@@ -80,6 +80,44 @@ def check(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: s
     return recipe
 
 
+@dataclass
+class Damage:
+    stage: str
+    path: Path
+    problem: str
+
+
+def verify(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str | None = None,
+           stages: Sequence[str] = (), store: str | Path | RunStore | None = None,
+           progress: bool = True) -> tuple[int, list[Damage]]:
+    """Check every recorded file (outputs, checkpoints, synthesized data) of the finished stages against
+    its sha256: (files checked, what is damaged)."""
+    from podium.engine.progress import progress_bar
+    from podium.errors import ConfigError
+    from podium.store import sha256_file
+
+    recipe = _as_recipe(recipe, profile, overrides)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    for name in stages:
+        if name not in recipe.stages:
+            raise ConfigError(f"--stage: unknown stage {name!r} (stages: {', '.join(recipe.stages)})")
+    runner = Runner(recipe, store, console=Console(quiet=True))
+    todo = [(name, run_, rel, digest) for name in recipe.order if not stages or name in stages
+            for run_ in runner.runs_of(name) if run_.status == "done"
+            for rel, digest in run_.recorded_files().items()]
+    damaged = []
+    with progress_bar(progress) as bar:
+        task = bar.add_task("verifying", total=len(todo))
+        for name, run_, rel, digest in todo:
+            path = run_.path / rel
+            if not path.is_file():
+                damaged.append(Damage(name, path, "missing"))
+            elif sha256_file(path) != digest:
+                damaged.append(Damage(name, path, "checksum mismatch"))
+            bar.advance(task)
+    return len(todo), damaged
+
+
 def slurm(recipe: str | Path | Recipe, stage: str, overrides: Sequence[str] = (), profile: str | None = None,
           options: Sequence[str] = (), store: str | Path | RunStore | None = None) -> dict[str, str]:
     """sbatch scripts that run a sweep's members as a SLURM array, then the rest of the recipe."""

@@ -109,6 +109,23 @@ def compare(run_a: Path = typer.Argument(..., help="A train stage directory or m
 
 
 @app.command()
+def verify(recipe: Path = typer.Argument(..., help="Recipe YAML file"), overrides: list[str] = Overrides,
+           profile: str = Profile, stage: list[str] = typer.Option([], "--stage", help="Only this stage (repeatable)"),
+           store: Path = Store) -> None:
+    """Check every recorded file of RECIPE's finished stages against its sha256; exit 2 naming the damaged.
+
+    Example: podium verify recipes/fastmri-varnet.yaml --profile tiny --stage data
+    """
+    from podium.errors import CorruptFileError
+
+    checked, damaged = api.verify(recipe, overrides or [], profile, stage, store)
+    if damaged:
+        listing = "\n".join(f"  {d.stage}: {d.path}: {d.problem}" for d in damaged)
+        raise CorruptFileError(f"{len(damaged)} of {checked} recorded files are damaged:\n{listing}")
+    console.print(f"all {checked} recorded files verify")
+
+
+@app.command()
 def slurm(
     recipe: Path = typer.Argument(..., help="Recipe YAML file"),
     overrides: list[str] = Overrides,

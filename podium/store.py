@@ -217,6 +217,13 @@ class StageRun:
         for name, digest in self.read_manifest().get("outputs", {}).items():
             verify_file(self.path / name, digest)
 
+    def recorded_files(self) -> dict[str, str]:
+        """Every file the manifest vouches for, outputs and checkpoints: relative name -> sha256."""
+        manifest = self.read_manifest()
+        files = dict(manifest.get("outputs", {}))
+        files.update({c["file"]: c["sha256"] for c in manifest.get("checkpoints", {}).values()})
+        return files
+
 
 class RunStore:
     """``<root>/<recipe>/<stage>/<hash>/``; root defaults to ``./runs`` or ``$PODIUM_HOME``.
