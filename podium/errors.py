@@ -22,7 +22,7 @@ class CorruptFileError(PodiumError):
 class LaunchRequired(PodiumError):
     """The stages to run train on several processes and this process was not started as one of them.
 
-    The CLI answers by starting them (``engine.distributed.launch_command``); from Python, start the
+    The CLI answers by starting them (``engine.distributed.launch``); from Python, start the
     script with ``torchrun``.
     """
 

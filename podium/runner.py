@@ -272,9 +272,9 @@ class Runner:
             ctx = self._begin(node, cfg, member, run, label)
             if not shared:
                 return self._finish(*self._call(ctx, label))
-        ctx_metrics = self._call(ctx, label, relock=True)
+        called = self._call(ctx, label, relock=True)
         with run.lock():
-            return self._finish(*ctx_metrics)
+            return self._finish(*called)
 
     def _skip(self, node: StageNode, member: int | None, run: StageRun, force: bool,
               label: str) -> StageOutcome | None:
