@@ -32,6 +32,10 @@ class RunResult:
         return self.store.root / self.recipe.name
 
 
+def _as_store(store: str | Path | RunStore | None) -> RunStore:
+    return store if isinstance(store, RunStore) else RunStore(store)
+
+
 def _as_recipe(recipe: str | Path | Recipe, profile: str | None, overrides: Sequence[str]) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe, profile, overrides)
 
@@ -46,7 +50,7 @@ def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str
     stage that wants several processes when none were launched raises ``LaunchRequired``.
     """
     recipe = _as_recipe(recipe, profile, overrides)
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = _as_store(store)
     runner = Runner(recipe, store, console)
     outcomes = runner.run(only=only, force=force, member=member)
     result = RunResult(recipe, store, outcomes)
@@ -75,7 +79,7 @@ def check(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: s
     """Every check that needs no stage to run (the recipe, its references, models, files, data root and
     process counts); raises ``ConfigError`` with all problems, writes nothing."""
     recipe = _as_recipe(recipe, profile, overrides)
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = _as_store(store)
     Runner(recipe, store, console=Console(quiet=True)).processes(only, force, member)
     return recipe
 
@@ -83,8 +87,7 @@ def check(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: s
 @dataclass
 class Damage:
     stage: str
-    path: Path
-    problem: str
+    problem: str  # the file, and what is wrong with it
 
 
 def verify(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str | None = None,
@@ -93,27 +96,25 @@ def verify(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: 
     """Check every recorded file (outputs, checkpoints, synthesized data) of the finished stages against
     its sha256: (files checked, what is damaged)."""
     from podium.engine.progress import progress_bar
-    from podium.errors import ConfigError
-    from podium.store import sha256_file
+    from podium.errors import ConfigError, CorruptFileError
+    from podium.store import verify_file
 
     recipe = _as_recipe(recipe, profile, overrides)
-    store = store if isinstance(store, RunStore) else RunStore(store)
     for name in stages:
         if name not in recipe.stages:
             raise ConfigError(f"--stage: unknown stage {name!r} (stages: {', '.join(recipe.stages)})")
-    runner = Runner(recipe, store, console=Console(quiet=True))
-    todo = [(name, run_, rel, digest) for name in recipe.order if not stages or name in stages
+    runner = Runner(recipe, _as_store(store), console=Console(quiet=True))
+    todo = [(name, run_.path / rel, digest) for name in recipe.order if not stages or name in stages
             for run_ in runner.runs_of(name) if run_.status == "done"
             for rel, digest in run_.recorded_files().items()]
     damaged = []
     with progress_bar(progress) as bar:
         task = bar.add_task("verifying", total=len(todo))
-        for name, run_, rel, digest in todo:
-            path = run_.path / rel
-            if not path.is_file():
-                damaged.append(Damage(name, path, "missing"))
-            elif sha256_file(path) != digest:
-                damaged.append(Damage(name, path, "checksum mismatch"))
+        for name, path, digest in todo:
+            try:
+                verify_file(path, digest)
+            except CorruptFileError as e:
+                damaged.append(Damage(name, str(e)))
             bar.advance(task)
     return len(todo), damaged
 
@@ -124,7 +125,7 @@ def slurm(recipe: str | Path | Recipe, stage: str, overrides: Sequence[str] = ()
     from podium.slurm import slurm_scripts
 
     loaded = _as_recipe(recipe, profile, overrides)
-    root = store.root if isinstance(store, RunStore) else RunStore(store).root
+    root = _as_store(store).root
     return slurm_scripts(loaded, stage, profile, overrides, options, root, Path.cwd())
 
 
@@ -163,7 +164,7 @@ def status(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: 
            store: str | Path | RunStore | None = None) -> list[StageStatus]:
     """Each stage's state at the recipe's current hashes: done, running, failed, partial or missing."""
     recipe = _as_recipe(recipe, profile, overrides)
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = _as_store(store)
     return stage_statuses(Runner(recipe, store))
 
 

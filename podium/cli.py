@@ -120,7 +120,7 @@ def verify(recipe: Path = typer.Argument(..., help="Recipe YAML file"), override
 
     checked, damaged = api.verify(recipe, overrides or [], profile, stage, store)
     if damaged:
-        listing = "\n".join(f"  {d.stage}: {d.path}: {d.problem}" for d in damaged)
+        listing = "\n".join(f"  {d.stage}: {d.problem}" for d in damaged)
         raise CorruptFileError(f"{len(damaged)} of {checked} recorded files are damaged:\n{listing}")
     console.print(f"all {checked} recorded files verify")
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from podium.engine.distributed import SINGLE, stage_processes
 from podium.errors import ConfigError
 from podium.recipe import Recipe, StageConfig
 
@@ -24,8 +25,7 @@ def _resources(cfgs: Sequence[StageConfig]) -> list[str]:
     """Nodes, tasks per node and GPUs for the train configs a job runs (one task per process)."""
     trainers = [c.trainer for c in cfgs if hasattr(c, "trainer")]
     nodes = max((t.num_nodes for t in trainers), default=1)
-    per_node = max((t.devices if isinstance(t.devices, int) else len(t.devices) if isinstance(t.devices, list)
-                    else 1 for t in trainers), default=1)
+    per_node = max((stage_processes(t.devices, 1, SINGLE) for t in trainers), default=1)
     lines = [f"--nodes={nodes}", f"--ntasks-per-node={per_node}"]
     if any(t.accelerator in ("gpu", "cuda") for t in trainers):
         lines.append(f"--gpus-per-node={per_node}")

@@ -68,8 +68,7 @@ class EpochSampler(torch.utils.data.Sampler):
         else:
             order = list(range(self.num_items))
         if self.world_size > 1:
-            padded = order * -(-len(self) * self.world_size // max(len(order), 1))
-            order = padded[: len(self) * self.world_size][self.rank :: self.world_size]
+            order = (order * self.world_size)[: len(self) * self.world_size][self.rank :: self.world_size]
         for i in order:
             yield i, derive_seed(self.seed, "sample", self.epoch, i)
 

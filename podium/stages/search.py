@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from optuna.trial import TrialState
 from pydantic import Field, field_validator, model_validator
 
+from podium.engine.distributed import SINGLE, stage_processes
 from podium.engine.seeding import derive_seed
 from podium.recipe import StageConfig, Strict, stage_model, validate
 from podium.registry import register_stage
@@ -81,7 +82,7 @@ class SearchConfig(StageConfig):
                 raise ValueError(f"{key} is not supported in a search trial (found {trial[key]!r}); "
                                  "trials train from scratch")
         trainer = trial.get("trainer") or {}
-        if trainer.get("devices", 1) not in (1, "1", "auto", [0]) or trainer.get("num_nodes", 1) != 1:
+        if stage_processes(trainer.get("devices", 1), trainer.get("num_nodes", 1), SINGLE) != 1:
             raise ValueError("a trial trains in one process (found trainer.devices="
                              f"{trainer.get('devices', 1)!r}, num_nodes={trainer.get('num_nodes', 1)!r}); "
                              "to use more devices, run the search stage in several processes at once")
