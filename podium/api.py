@@ -104,19 +104,25 @@ def verify(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: 
         if name not in recipe.stages:
             raise ConfigError(f"--stage: unknown stage {name!r} (stages: {', '.join(recipe.stages)})")
     runner = Runner(recipe, _as_store(store), console=Console(quiet=True))
-    todo = [(name, run_.path / rel, digest) for name in recipe.order if not stages or name in stages
-            for run_ in runner.runs_of(name) if run_.status == "done"
-            for rel, digest in run_.recorded_files().items()]
+    runs = [(name, run_) for name in recipe.order if not stages or name in stages
+            for run_ in runner.runs_of(name) if run_.status == "done"]
+    todo = [(name, run_.path / rel, digest) for name, run_ in runs for rel, digest in run_.recorded_files().items()]
+    data = [(name, run_, len(run_.listed_files())) for name, run_ in runs if recipe.stages[name].kind == "synth"]
+    total = len(todo) + sum(n for *_, n in data)
     damaged = []
     with progress_bar(progress) as bar:
-        task = bar.add_task("verifying", total=len(todo))
+        task = bar.add_task("verifying", total=total)
         for name, path, digest in todo:
             try:
                 verify_file(path, digest)
             except CorruptFileError as e:
                 damaged.append(Damage(name, str(e)))
             bar.advance(task)
-    return len(todo), damaged
+        for name, run_, _ in data:
+            root = Path(recipe.data_root) if recipe.data_root is not None else run_.path / "data"
+            problems = run_.check_files(root, deep=True, advance=lambda n: bar.advance(task, n))
+            damaged += [Damage(name, problem) for problem in problems.values()]
+    return total, damaged
 
 
 def slurm(recipe: str | Path | Recipe, stage: str, overrides: Sequence[str] = (), profile: str | None = None,

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
-from podium.errors import DataError
+from podium.errors import CorruptFileError, DataError
 
 # target dataset of the fastMRI layout per challenge
 FASTMRI_TARGET_KEYS = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}
@@ -42,3 +43,13 @@ def require_attr(f: h5py.File, name: str) -> Any:
     if name not in f.attrs:
         raise DataError(f"{f.filename}: attribute '{name}' not found (has {sorted(f.attrs.keys())})")
     return f.attrs[name]
+
+
+def read(ds: h5py.Dataset, selection: Any = ()) -> np.ndarray:
+    """``ds[selection]``, or a :class:`CorruptFileError` naming the file and dataset when a chunk cannot be
+    read: its fletcher32 checksum (podium's synthetic files carry one per slice) or its decoding failed."""
+    try:
+        return ds[selection]
+    except OSError as e:
+        raise CorruptFileError(f"{ds.file.filename}: dataset '{ds.name.lstrip('/')}' cannot be read at {selection!r} "
+                               f"({e}); the file is damaged") from e

@@ -79,12 +79,16 @@ class Task:
     def _missing(self, what: str):
         raise ConfigError(f"task {self.name!r} does not support {what}")
 
-    def synth(self, cfg: Any, out_dir: Path, seed: int) -> list[Path]:
-        """Write the synthetic data set in the competition's layout; return the files to checksum."""
+    def synth(self, cfg: Any, out_dir: Path, seed: int) -> None:
+        """Write the synthetic data set in the competition's layout. It must be deterministic per file,
+        and should write only the files that are missing: the runner repairs a damaged file by deleting
+        it and calling ``synth`` again (a task that rewrites everything is correct, only slower)."""
         self._missing("synth stages")
 
     def check_data(self, root: Path) -> list[Path]:
-        """Validate a real data root (clear errors for missing files); return the files that identify it."""
+        """Validate a real data root (clear errors for missing files); return every file of the data set
+        (the synth stage records their sizes and checksums once, and the stage hash covers their names
+        and sizes)."""
         self._missing("data.root")
 
     def datasets(self, cfg: Any, data_root: Path, seed: int) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import time
@@ -21,10 +22,12 @@ from typing import Any
 from rich.console import Console
 
 from podium.engine.distributed import Coordinator, World, detect_world, stage_processes
-from podium.errors import ConfigError, CorruptFileError, LaunchRequired, PodiumError
+from podium.errors import ConfigError, CorruptFileError, DataError, LaunchRequired, PodiumError
 from podium.recipe import Recipe, Ref, StageConfig, StageNode, validate
 from podium.registry import CHECKPOINT_KINDS, get_task, stage_kind
-from podium.store import MANIFEST, RunStore, StageRun, content_hash, now, versions
+from podium.store import MANIFEST, RunStore, StageRun, content_hash, now, versions, write_json
+
+FINGERPRINTS = ".data-roots.json"  # in the store root: real data roots' fingerprints by file listing
 
 
 def hash_payload(cfg: StageConfig) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def stage_seed(recipe: Recipe, cfg: StageConfig) -> int:
     return recipe.seed if cfg.seed is None else cfg.seed
 
 
-def stage_hashes(recipe: Recipe) -> dict[str, list[str]]:
+def stage_hashes(recipe: Recipe, store: RunStore | None = None) -> dict[str, list[str]]:
     """Every stage's instance hashes (one per sweep member), computed without running anything."""
     hashes: dict[str, list[str]] = {}
     for name in recipe.order:
@@ -57,20 +60,36 @@ def stage_hashes(recipe: Recipe) -> dict[str, list[str]]:
                 "kind": node.kind, "kind_version": kind.version, "task": node.task,
                 "task_version": task_version, "seed": stage_seed(recipe, cfg),
                 "config": hash_payload(cfg),
-                "upstream": upstream, "data_root": _data_fingerprint(recipe, node),
+                "upstream": upstream, "data_root": _data_fingerprint(recipe, node, store),
             })
             for cfg in node.configs
         ]
     return hashes
 
 
-def _data_fingerprint(recipe: Recipe, node: StageNode) -> str | None:
-    """Real data is identified by its files (relative names and sizes), never by where it lives."""
+def _data_fingerprint(recipe: Recipe, node: StageNode, store: RunStore | None) -> str | None:
+    """Real data is identified by its task's files (relative names and sizes), never by where it lives.
+
+    Checking a real root (``check_data``) opens its files; its result is cached in the store by the
+    root's listing (every file's name, size and mtime), so a command re-checks only changed data.
+    """
     if node.kind != "synth" or recipe.data_root is None:
         return None
     root = Path(recipe.data_root)
-    files = get_task(node.task).check_data(root)
-    return content_hash([[p.relative_to(root).as_posix(), p.stat().st_size] for p in sorted(files)])
+    stats = sorted([p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns]
+                   for p in root.rglob("*") if p.is_file() and (st := p.stat()))
+    key, entry = content_hash(stats, length=64), f"{node.task}:{root.absolute()}"
+    cache_path = store.root / FINGERPRINTS if store is not None else None
+    cache: dict[str, list[str]] = {}
+    if cache_path is not None and cache_path.is_file():
+        with contextlib.suppress(ValueError):  # an unreadable cache is only rebuilt
+            cache = json.loads(cache_path.read_text())
+    if cache.get(entry, [None])[0] != key:
+        files = get_task(node.task).check_data(root)
+        cache[entry] = [key, content_hash([[p.relative_to(root).as_posix(), p.stat().st_size] for p in sorted(files)])]
+        if cache_path is not None and store.writer:
+            write_json(cache_path, cache)
+    return cache[entry][1]
 
 
 @dataclass
@@ -151,8 +170,9 @@ class Runner:
         self.world = world or detect_world()
         self.store = store if self.world.is_zero else RunStore(store.root, writer=False)
         self.console = (console or Console()) if self.world.is_zero else Console(quiet=True)
-        self.hashes = stage_hashes(recipe)
+        self.hashes = stage_hashes(recipe, self.store)
         self.coordinator: Coordinator | None = None
+        self._data_checked = False
 
     def runs_of(self, name: str) -> list[StageRun]:
         return [self.store.stage_run(self.recipe.name, name, h) for h in self.hashes[name]]
@@ -160,11 +180,45 @@ class Runner:
     def data_root(self) -> Path | None:
         if self.recipe.data_root is not None:
             return Path(self.recipe.data_root)
-        synths = [n for n in self.recipe.order if self.recipe.stages[n].kind == "synth"]
-        if not synths:
-            return None
-        run = self.runs_of(synths[0])[0]
-        return run.path / "data" if run.status == "done" else None
+        synth = self._synth_stage()
+        run = self.runs_of(synth)[0] if synth else None
+        return run.path / "data" if run is not None and run.status == "done" else None
+
+    def _synth_stage(self) -> str | None:
+        return next((n for n in self.recipe.order if self.recipe.stages[n].kind == "synth"), None)
+
+    def check_data(self, repair: bool = True) -> dict[str, str]:
+        """Check the data set against its synth stage's listing (only files written since they last
+        verified are read) before a stage reads it: damaged synthetic files are regenerated and
+        verified, damaged real files stop the run. Returns what was repaired (name -> problem)."""
+        synth, root = self._synth_stage(), self.data_root()
+        if synth is None or root is None:
+            return {}
+        node, run = self.recipe.stages[synth], self.runs_of(synth)[0]
+        with run.lock():
+            damaged = run.check_files(root)
+            if not damaged:
+                return {}
+            listing = "\n".join(f"  {problem}" for problem in damaged.values())
+            if self.recipe.data_root is not None:
+                raise DataError(f"{len(damaged)} file(s) of the data set at {root} changed since stage "
+                                f"{node.name!r} recorded them:\n{listing}\nrestore them, or accept the data as "
+                                f"it is now with: podium run RECIPE --force {node.name}")
+            if not repair:
+                raise CorruptFileError(f"{len(damaged)} synthetic data file(s) are damaged:\n{listing}")
+            self.console.print(f"[yellow]{node.name}: {len(damaged)} synthetic data file(s) damaged, "
+                               f"regenerating them:\n{listing}[/yellow]")
+            for rel in damaged:
+                (root / rel).unlink(missing_ok=True)
+            get_task(node.task).synth(node.configs[0], root, stage_seed(self.recipe, node.configs[0]))
+            still = run.check_files(root)
+            if still:
+                listing = "\n".join(f"  {problem}" for problem in still.values())
+                raise CorruptFileError(f"regenerated synthetic data does not match what stage {node.name!r} "
+                                       f"recorded (the libraries changed since? see its manifest's versions):\n"
+                                       f"{listing}\nrun it again with: podium run RECIPE --force {node.name}")
+            self.console.print(f"[green]✓[/green] {node.name}: {len(damaged)} file(s) regenerated and verified")
+        return damaged
 
     def _selection(self, only: Sequence[str], force: Sequence[str], member: int | None):
         """(stage, member index or None, config, run, forced) for every instance this run covers."""
@@ -265,6 +319,9 @@ class Runner:
         shared = stage_kind(node.kind).shared
         with run.lock(on_wait=lambda: self.console.print(f"{label}: waiting for another podium process")):
             skipped = self._skip(node, member, run, force, label)
+            if not skipped and stage_kind(node.kind).uses_data and not self._data_checked:
+                self.check_data()
+                self._data_checked = True
             if joined:
                 self.coordinator.broadcast(skipped)
             if skipped:

@@ -16,13 +16,17 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from podium.errors import CorruptFileError, DataError
 
 MANIFEST = "manifest.json"
+FILES = "files.json"  # a data set's listing: relative name -> [size, sha256]; an output of its stage
+STAMPS = "verified.json"  # relative name -> [size, mtime_ns] of each listed file when it last verified
+HASH_THREADS = 4  # hashlib releases the GIL: a few threads keep a disk (or the page cache) busy
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -110,6 +114,71 @@ def verify_file(path: str | os.PathLike, expected_sha256: str) -> Path:
             " the file is truncated or corrupt and will not be used"
         )
     return path
+
+
+def find_damage(root: Path, expected: dict[str, list], stamps: dict[str, list] | None = None,
+                advance: Callable[[int], Any] | None = None) -> tuple[dict[str, str], dict[str, list]]:
+    """Check files under ``root`` against ``expected`` (relative name -> [size or None, sha256]).
+
+    A file whose [size, mtime_ns] equals its entry in ``stamps`` verified before and was not written
+    since: it is not read again, so checking a large data set before every run costs a ``stat`` per
+    file. Returns (relative name -> what is wrong, stamps of the files that verify now); ``advance``
+    is called with the number of files done, for a progress bar.
+    """
+    stamps = stamps or {}
+    damaged: dict[str, str] = {}
+    good: dict[str, list] = {}
+    to_hash: list[tuple[str, list]] = []
+    for rel, (size, digest) in expected.items():
+        path = root / rel
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            damaged[rel] = f"{path}: missing (recorded with sha256 {digest[:12]}...)"
+            continue
+        stamp = [st.st_size, st.st_mtime_ns]
+        if size is not None and st.st_size != size:
+            damaged[rel] = f"{path}: {st.st_size} bytes, recorded with {size}; the file is truncated or replaced"
+        elif stamps.get(rel) == stamp:
+            good[rel] = stamp
+        else:
+            to_hash.append((rel, stamp))
+            continue
+        if advance:
+            advance(1)
+
+    def check(item: tuple[str, list]) -> tuple[str, list, str | None]:
+        rel, stamp = item
+        try:
+            verify_file(root / rel, expected[rel][1])
+            return rel, stamp, None
+        except CorruptFileError as e:
+            return rel, stamp, str(e)
+
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        for rel, stamp, problem in pool.map(check, to_hash):
+            if problem:
+                damaged[rel] = problem
+            else:
+                good[rel] = stamp
+            if advance:
+                advance(1)
+    return dict(sorted(damaged.items())), good
+
+
+def listing(root: Path, files: Iterable[Path], advance: Callable[[int], Any] | None = None) -> dict[str, list]:
+    """Relative name -> [size, sha256] of ``files`` under ``root``, in name order (hashed on a few threads)."""
+    rels = sorted(Path(f).relative_to(root).as_posix() for f in files)
+
+    def digest(rel: str) -> str:
+        found = sha256_file(root / rel)
+        if advance:
+            advance(1)
+        return found
+
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        digests = list(pool.map(digest, rels))
+    return {rel: [(root / rel).stat().st_size, d] for rel, d in zip(rels, digests, strict=True)}
 
 
 def canonical_json(obj: Any) -> str:
@@ -223,6 +292,37 @@ class StageRun:
         files = dict(manifest.get("outputs", {}))
         files.update({c["file"]: c["sha256"] for c in manifest.get("checkpoints", {}).values()})
         return files
+
+    def record_files(self, root: Path, files: Iterable[Path], advance: Callable[[int], Any] | None = None) -> int:
+        """Record a data set (every file, its size and sha256) as this stage's listing, an output."""
+        entries = listing(root, files, advance)
+        write_json(self.path / FILES, entries)
+        self.record_outputs([FILES])
+        if self.writer:
+            write_json(self.path / STAMPS, find_damage(root, entries)[1])
+        return len(entries)
+
+    def listed_files(self) -> dict[str, list]:
+        """The data set this stage recorded (relative name -> [size, sha256]), or {} if it recorded none."""
+        if FILES not in self.read_manifest().get("outputs", {}):
+            return {}
+        return json.loads(self.output(FILES).read_text())
+
+    def check_files(self, root: Path, deep: bool = False,
+                    advance: Callable[[int], Any] | None = None) -> dict[str, str]:
+        """The damaged files of this stage's data set under ``root`` (relative name -> problem).
+
+        Only files written since they last verified are read again, unless ``deep``.
+        """
+        stamps_path = self.path / STAMPS
+        stamps = {}
+        if not deep and stamps_path.is_file():
+            with contextlib.suppress(json.JSONDecodeError):  # unreadable stamps only cost a re-read
+                stamps = json.loads(stamps_path.read_text())
+        damaged, good = find_damage(root, self.listed_files(), stamps, advance)
+        if self.writer and good != stamps:
+            write_json(stamps_path, good)
+        return damaged
 
 
 class RunStore:

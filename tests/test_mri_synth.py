@@ -151,18 +151,44 @@ def test_resume_skips_done_volumes_and_rewrites_missing_ones(tmp_path: Path) -> 
     first = _synth(out)
     assert first["num_written"] == first["num_volumes"] == 12
     victim = out / "val" / "image" / "knee_acc8_2.h5"
+    sibling = out / "val" / "kspace" / "knee_acc8_2.h5"  # same volume: written back alone, without it
     kept = out / "train" / "kspace" / "brain_acc4_1.h5"
-    before = _read(victim)
-    mtime = kept.stat().st_mtime_ns
+    before = victim.read_bytes()
+    mtimes = kept.stat().st_mtime_ns, sibling.stat().st_mtime_ns
     victim.unlink()
     (victim.parent / f".{victim.name}.abc.tmp").write_bytes(b"half")  # a killed run's temp file
     second = _synth(out)
     assert second["num_written"] == 1
-    assert kept.stat().st_mtime_ns == mtime
+    assert (kept.stat().st_mtime_ns, sibling.stat().st_mtime_ns) == mtimes
     assert not list(victim.parent.glob(".*.tmp"))
-    after = _read(victim)
-    assert all(before[k].tobytes() == after[k].tobytes() for k in before)
+    assert victim.read_bytes() == before
     with pytest.raises(DataError, match="coils: 4 -> 2"):
         _synth(out, coils=2)
     with pytest.raises(DataError, match="counts"):  # val would start at 3 and leave val/*_2.h5 behind
         synthesize_fastmri(out, 2, 1, 1, 7, **TINY, progress=False)
+
+
+def test_every_slice_read_verifies_its_fletcher32_checksum(data: Path, tmp_path: Path) -> None:
+    from podium.errors import CorruptFileError
+    from podium.tasks.mri.data import MriReader, scan_snu
+
+    source = data / "train" / "kspace" / "brain_acc4_1.h5"
+    with h5py.File(source, "r") as f:
+        ds = f["kspace"]
+        assert ds.fletcher32 and ds.chunks == (1, *ds.shape[1:]) and f["mask"].fletcher32
+        offset = ds.id.get_chunk_info(2).byte_offset  # slice 2's chunk, as stored in the file
+    with h5py.File(data / "train" / "image" / source.name, "r") as f:
+        assert all(f[k].fletcher32 and f[k].chunks == (1, 32, 32) for k in IMAGE_KEYS)
+    copy = tmp_path / "Data" / "train"
+    for sub in ("kspace", "image"):
+        (copy / sub).mkdir(parents=True)
+        (copy / sub / source.name).write_bytes((data / "train" / sub / source.name).read_bytes())
+    damaged = bytearray((copy / "kspace" / source.name).read_bytes())
+    damaged[offset + 100] ^= 0x01
+    (copy / "kspace" / source.name).write_bytes(bytes(damaged))
+    (volume,) = scan_snu(copy)
+    reader = MriReader()
+    assert reader.kspace(volume, 1).shape == (4, 64, 48)  # other slices still read
+    with pytest.raises(CorruptFileError, match=rf"{source.name}: dataset 'kspace' cannot be read at 2"):
+        reader.kspace(volume, 2)
+    reader.close()

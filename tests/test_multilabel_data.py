@@ -114,10 +114,11 @@ def test_list_images_sorts_by_index_and_ignores_temp_files(tmp_path: Path):
 def test_layout_pairs_images_with_answers(root: Path):
     layout = DaconLayout(root)
     layout.validate()
-    assert {p.name for p in layout.identity_files()} >= {
+    assert {p.name for p in layout.data_files()} >= {
         "dirty_mnist_2nd_answer.csv",
         "sample_submission.csv",
         "train.csv",
+        "00000.png",
     }
     paths, labels = layout.items("train")
     assert list(paths) == list(range(6)) and list(labels) == list(range(6))

@@ -189,8 +189,9 @@ def test_relative_store_path(tiny_recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = podium.run(tiny_recipe, [], store="relative-runs", console=QUIET, report=False, only=["data"])
     assert out.outcomes[0].state == "done"
-    assert manifest(tmp_path / "relative-runs", "data")["outputs"].keys() == {"data/train.csv", "data/val.csv",
-                                                                               "data/test.csv"}
+    listing = stage_dir(tmp_path / "relative-runs", "data") / "files.json"
+    assert manifest(tmp_path / "relative-runs", "data")["outputs"].keys() == {"files.json"}
+    assert list(json.loads(listing.read_text())) == ["test.csv", "train.csv", "val.csv"]
 
 
 def test_status_cli_lists_every_stage(tiny_recipe, tmp_path):

@@ -19,7 +19,7 @@ def test_verify_names_each_damaged_file_and_exits_2(tiny_recipe, tmp_path):
     (fit_dir,) = (store / "tiny" / "fit").iterdir()
     ckpts = json.loads((fit_dir / "manifest.json").read_text())["checkpoints"]
     files = {c["file"] for c in ckpts.values()}
-    assert f"all {3 + len(files)} recorded files verify" in out.stdout
+    assert f"all {4 + len(files)} recorded files verify" in out.stdout
 
     flip(data_dir / "data" / "val.csv")
     ckpt = fit_dir / ckpts["epoch=6"]["file"]
@@ -27,7 +27,7 @@ def test_verify_names_each_damaged_file_and_exits_2(tiny_recipe, tmp_path):
     (data_dir / "data" / "test.csv").unlink()
     out = podium_cli("verify", str(tiny_recipe), store=store)
     err = " ".join(out.stderr.split())
-    assert out.returncode == 2 and f"3 of {3 + len(files)} recorded files are damaged" in err
+    assert out.returncode == 2 and f"3 of {4 + len(files)} recorded files are damaged" in err
     assert f"data: {data_dir / 'data' / 'val.csv'}: checksum mismatch" in err
     assert f"data: {data_dir / 'data' / 'test.csv'}: missing" in err
     assert f"fit: {ckpt}: checksum mismatch" in err

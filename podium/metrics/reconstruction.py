@@ -16,7 +16,7 @@ from scipy.ndimage import uniform_filter
 from skimage.metrics import peak_signal_noise_ratio
 
 from podium.errors import DataError
-from podium.hdf5 import FASTMRI_TARGET_KEYS, open_h5, require_attr, require_dataset
+from podium.hdf5 import FASTMRI_TARGET_KEYS, open_h5, read, require_attr, require_dataset
 
 WIN_SIZE = 7
 K1 = 0.01
@@ -118,9 +118,9 @@ def evaluate_folder(
                 continue
             if acceleration is not None and require_attr(tf, "acceleration") != acceleration:
                 continue
-            gt = require_dataset(tf, key, 3)[()]
+            gt = read(require_dataset(tf, key, 3))
         with open_h5(recon_path) as rf:
-            pred = require_dataset(rf, "reconstruction", 3)[()]
+            pred = read(require_dataset(rf, "reconstruction", 3))
         size = gt.shape[-1]
         gt, pred = center_crop(gt, size, target_path), center_crop(pred, size, recon_path)
         if gt.shape[0] != pred.shape[0]:

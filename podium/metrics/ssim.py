@@ -22,7 +22,7 @@ from rich.table import Table
 
 from podium.engine.threads import torch_threads
 from podium.errors import DataError
-from podium.hdf5 import open_h5, require_attr, require_dataset
+from podium.hdf5 import open_h5, read, require_attr, require_dataset
 
 FOREGROUND_THRESHOLDS: dict[str, float] = {"brain": 5e-5, "knee": 2e-5}
 ACCELERATIONS: tuple[str, ...] = ("acc4", "acc8")
@@ -156,7 +156,7 @@ def _chunks(num: int, size: int) -> Iterator[slice]:
 
 
 def _read(ds: h5py.Dataset, path: Path, key: str, rows: slice, device: torch.device) -> torch.Tensor:
-    block = torch.from_numpy(np.asarray(ds[rows], dtype=np.float32)).to(device)
+    block = torch.from_numpy(np.asarray(read(ds, rows), dtype=np.float32)).to(device)
     finite = torch.isfinite(block).flatten(1).all(dim=1)
     if not bool(finite.all()):
         bad = rows.start + int((~finite).nonzero()[0, 0])

@@ -101,12 +101,12 @@ class MaskTask(Task):
     monitor = "val_f1"
     monitor_mode = "max"
 
-    def synth(self, cfg: MaskSynth, out_dir: Path, seed: int) -> list[Path]:
-        return synthesize_mask(out_dir, cfg.num_people, cfg.num_eval_people, seed, cfg.width, cfg.height,
+    def synth(self, cfg: MaskSynth, out_dir: Path, seed: int) -> None:
+        synthesize_mask(out_dir, cfg.num_people, cfg.num_eval_people, seed, cfg.width, cfg.height,
                                cfg.old_fraction, cfg.female_fraction, cfg.workers)
 
     def check_data(self, root: Path) -> list[Path]:
-        return MaskLayout(root).identity_files()
+        return MaskLayout(root).data_files()
 
     def datasets(self, cfg: MaskTrain, data_root: Path, seed: int) -> tuple[MaskDataset, MaskDataset]:
         return training_datasets(MaskLayout(data_root), cfg.data)

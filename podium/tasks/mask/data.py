@@ -304,10 +304,12 @@ class MaskLayout:
             self.photos(person)
         self.eval_ids()
 
-    def identity_files(self) -> list[Path]:
-        """The CSVs that identify the data set (they list every person and eval image)."""
+    def data_files(self) -> list[Path]:
+        """Every file of the data set: the CSVs, each person's seven photos and the eval images."""
         self.validate()
-        return [p for p in (self.train_csv, self.info_csv, self.answers_csv) if p.is_file()]
+        csvs = [p for p in (self.train_csv, self.info_csv, self.answers_csv) if p.is_file()]
+        photos = [p for person in self.people() for p in self.photos(person).values()]
+        return csvs + photos + [self.eval_images / image_id for image_id in self.eval_ids()]
 
 
 def split_people(strata: dict[str, int], fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -17,7 +17,8 @@ mirrors the real test split (hashed ImageIDs, ``info.csv`` with ``ans`` 0, rows 
 ``eval/answers.csv`` (synthetic only) so podium can score its own submission.
 
 Every photo is a pure function of (seed, split, person, kind): any photo can be redrawn alone, and
-parallel workers give the same bytes as one. Every file is written atomically.
+parallel workers give the same bytes as one. Every file is written atomically, and photos that exist
+are not drawn again: a killed synthesis resumes, and a deleted photo comes back byte for byte.
 """
 
 from __future__ import annotations
@@ -339,15 +340,16 @@ def _write_person(job: _Job) -> list[tuple[str, int]]:
     age_cls = next(c for c, (low, high) in enumerate(AGE_RANGES) if low <= job.age <= high)
     answers = []
     for k, kind in enumerate(IMAGE_KINDS):
-        photo = render_photo(look, kind, _rng(job.seed, SPLITS[job.split], job.index, k + 1), job.width, job.height)
-        data = encode(photo, look.extension)
         if job.split == "train":
-            atomic_write(job.root / "train" / "images" / train_folder(job.index, job.gender, job.age)
-                         / f"{kind}{look.extension}", data)
+            path = (job.root / "train" / "images" / train_folder(job.index, job.gender, job.age)
+                    / f"{kind}{look.extension}")
         else:
             image_id = eval_image_id(job.seed, job.index, kind, look.extension)
-            atomic_write(job.root / "eval" / "images" / image_id, data)
+            path = job.root / "eval" / "images" / image_id
             answers.append((image_id, class_index(mask_class(kind), job.gender, age_cls)))
+        if not path.is_file():  # written atomically: a present photo is complete
+            photo = render_photo(look, kind, _rng(job.seed, SPLITS[job.split], job.index, k + 1), job.width, job.height)
+            atomic_write(path, encode(photo, look.extension))
     return answers
 
 

@@ -22,7 +22,7 @@ from podium.registry import Task, register_task
 from podium.stages.predict import PredictConfig
 from podium.stages.synth import SynthConfig
 from podium.stages.train import TrainConfig
-from podium.store import StageRun, write_json
+from podium.store import StageRun
 from podium.tasks.mri.data import MriReader, scan_snu
 from podium.tasks.mri.dataset import SliceDataset
 from podium.tasks.mri.masks import FIXED_CENTER_FRACTION, HelperMaskSampler
@@ -36,7 +36,6 @@ from podium.tasks.mri.reconstruct import (
 )
 from podium.tasks.mri.synth import synthesize_fastmri
 
-LISTING_FILE = "listing.json"
 TRAIN_SPLITS = ("train", "val")
 
 
@@ -136,18 +135,14 @@ def _split_files(split_dir: Path) -> list[Path]:
 @register_task
 class MriTask(Task):
     name = "mri"
-    version = "1"
+    version = "2"  # 2: synthetic HDF5 chunked per slice with fletcher32 checksums
     configs = {"synth": MriSynth, "train": MriTrain, "predict": MriPredict}
     monitor = "val_ssim"
     monitor_mode = "max"
 
-    def synth(self, cfg: MriSynth, out_dir: Path, seed: int) -> list[Path]:
-        """Checksums cover a listing (names, sizes) rather than the volumes themselves: at full size the
-        k-space is ~300 GB, which every later ``podium run`` would re-hash before skipping the stage."""
+    def synth(self, cfg: MriSynth, out_dir: Path, seed: int) -> None:
         synthesize_fastmri(out_dir, cfg.num_train, cfg.num_val, cfg.num_leaderboard, seed, cfg.height, cfg.width,
                            cfg.target_size, cfg.coils, cfg.slices, progress=cfg.progress)
-        listing = [[p.relative_to(out_dir).as_posix(), p.stat().st_size] for p in self.check_data(out_dir)]
-        return [out_dir / ".synth.json", write_json(out_dir / LISTING_FILE, listing)]
 
     def check_data(self, root: Path) -> list[Path]:
         """A real SNU ``Data/`` root: train/, val/ and leaderboard/acc<N>/, each with kspace/ and image/."""

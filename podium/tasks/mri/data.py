@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from podium.errors import DataError
-from podium.hdf5 import FASTMRI_TARGET_KEYS, open_h5, require_attr, require_dataset
+from podium.hdf5 import FASTMRI_TARGET_KEYS, open_h5, read, require_attr, require_dataset
 from podium.tasks.mri.masks import acceleration_from_mask
 
 KSPACE_KEY = "kspace"
@@ -74,7 +74,7 @@ def _check_finite(array: np.ndarray, path: str, key: str, index: int) -> np.ndar
 
 
 def _read_mask(f: h5py.File, width: int) -> np.ndarray:
-    mask = np.asarray(require_dataset(f, MASK_KEY, 1)[()], dtype=np.float32)
+    mask = np.asarray(read(require_dataset(f, MASK_KEY, 1)), dtype=np.float32)
     if mask.shape != (width,):
         raise DataError(f"{f.filename}: dataset '{MASK_KEY}' has shape {mask.shape}, expected ({width},)")
     if not np.isfinite(mask).all():
@@ -244,7 +244,7 @@ class MriReader:
         ds = require_dataset(f, key, ndim)
         if not 0 <= index < ds.shape[0]:
             raise IndexError(f"{path}: slice {index} out of range for '{key}' with {ds.shape[0]} slices")
-        return _check_finite(ds[index], str(path), key, index)
+        return _check_finite(read(ds, index), str(path), key, index)
 
     def kspace(self, volume: MriVolume, index: int) -> np.ndarray:
         """k-space of one slice: (coils, H, W) multicoil or (H, W) singlecoil, complex64."""

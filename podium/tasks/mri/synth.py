@@ -19,12 +19,15 @@ few ACS lines and any width, whereas a GRAPPA kernel spanning ``acc + 1`` lines 
 the 4-line ACS block of a small profile, and the challenge's widths (396) are not multiples of 8.
 
 Volume ``split/name`` is a pure function of ``(seed, split/name)`` and the sizes, so a resumed run
-writes the same bytes. A folder remembers the arguments it was made with and refuses others: val
-indices follow ``num_train``, and a smaller request would leave extra volumes for the readers to find.
+writes the same bytes, and a missing file (k-space or image) is written back alone, byte for byte.
+Every dataset is chunked per slice with HDF5's fletcher32 checksum, so each read of a slice verifies it.
+A folder remembers the arguments it was made with and refuses others: val indices follow ``num_train``,
+and a smaller request would leave extra volumes for the readers to find.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Sequence
@@ -43,7 +46,7 @@ from podium.tasks.mri.fft import fft2c, ifft2c
 from podium.tasks.mri.masks import fixed_pattern
 
 ANATOMIES = ("brain", "knee")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CONFIG_FILE = ".synth.json"
 SENSE_LAMBDA = 0.01
 SENSE_ITERATIONS = 20
@@ -367,30 +370,38 @@ def _write_volume(vol: _Volume, seed: int, height: int, width: int, target: int,
     sigma = scale * rng.uniform(0.008, 0.02) / math.sqrt(coils)
     mask = fixed_pattern(width, vol.acceleration).astype(np.float32)
     sampled = torch.from_numpy(mask)
-    with (
-        atomic_path(vol.kspace_path) as k_tmp,
-        atomic_path(vol.image_path) as i_tmp,
-        h5py.File(k_tmp, "w") as kf,
-        h5py.File(i_tmp, "w") as imf,
-    ):
-        kspace_ds = kf.create_dataset("kspace", (slices, coils, height, width), np.complex64)
-        kf.create_dataset("mask", data=mask)
-        out = {
-            key: imf.create_dataset(key, (slices, target, target), np.float32)
-            for key in ("image_label", "image_input", "image_grappa")
-        }
+    with contextlib.ExitStack() as files:
+
+        def create(path: Path) -> h5py.File | None:
+            """A new file at ``path`` if it is missing (written atomically, so a present one is complete)."""
+            if path.is_file():
+                return None
+            return files.enter_context(h5py.File(files.enter_context(atomic_path(path)), "w"))
+
+        kf, imf = create(vol.kspace_path), create(vol.image_path)
+        if kf is not None:
+            kspace_ds = kf.create_dataset("kspace", (slices, coils, height, width), np.complex64,
+                                          chunks=(1, coils, height, width), fletcher32=True)
+            kf.create_dataset("mask", data=mask, chunks=mask.shape, fletcher32=True)
+        if imf is not None:
+            out = {key: imf.create_dataset(key, (slices, target, target), np.float32, chunks=(1, target, target),
+                                           fletcher32=True)
+                   for key in ("image_label", "image_input", "image_grappa")}
         peak = 0.0
         for s in range(slices):
             noise = rng.standard_normal((coils, height, width, 2), dtype=np.float32) * (sigma / math.sqrt(2))
             kspace = fft2c(maps(s) * images[s]) + torch.view_as_complex(torch.from_numpy(noise))
             undersampled = kspace * sampled
-            label = _cropped_rss(kspace, target)
-            kspace_ds[s] = (undersampled if vol.undersampled else kspace).numpy()
-            out["image_label"][s] = label.numpy()
-            out["image_input"][s] = _cropped_rss(undersampled, target).numpy()
-            out["image_grappa"][s] = sense_reconstruction(undersampled, mask, target).numpy()
-            peak = max(peak, float(label.max()))
-        imf.attrs["max"] = peak
+            if kf is not None:
+                kspace_ds[s] = (undersampled if vol.undersampled else kspace).numpy()
+            if imf is not None:
+                label = _cropped_rss(kspace, target)
+                out["image_label"][s] = label.numpy()
+                out["image_input"][s] = _cropped_rss(undersampled, target).numpy()
+                out["image_grappa"][s] = sense_reconstruction(undersampled, mask, target).numpy()
+                peak = max(peak, float(label.max()))
+        if imf is not None:
+            imf.attrs["max"] = peak
 
 
 def _plan(

@@ -136,13 +136,12 @@ class MultilabelTask(Task):
     monitor = "val_acc"
     monitor_mode = "max"
 
-    def synth(self, cfg: MultilabelSynth, out_dir: Path, seed: int) -> list[Path]:
+    def synth(self, cfg: MultilabelSynth, out_dir: Path, seed: int) -> None:
         synthesize_dacon(out_dir, cfg.num_images, cfg.num_val, cfg.num_test, seed, canvas_size=cfg.canvas_size,
                          glyphs_per_letter=cfg.glyphs_per_letter, workers=cfg.workers)
-        return DaconLayout(out_dir).identity_files()
 
     def check_data(self, root: Path) -> list[Path]:
-        return DaconLayout(root).identity_files()
+        return DaconLayout(root).data_files()
 
     def datasets(self, cfg: MultilabelTrain, data_root: Path, seed: int):
         layout = DaconLayout(data_root)

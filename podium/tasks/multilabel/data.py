@@ -160,15 +160,16 @@ class DaconLayout:
                     " dirty_mnist_2nd_answer.csv, test_dirty_mnist_2nd/ and sample_submission.csv)"
                 )
 
-    def identity_files(self) -> list[Path]:
-        """The small files that identify this data set (answers, submission template, glyph CSVs)."""
+    def data_files(self) -> list[Path]:
+        """Every file of the data set: glyph CSVs, answers, submission template and each split's images."""
         self.validate()
         candidates = [
             *(self.root / g for g in GLYPH_FILES),
             *(self.answer_csv(s) for s in SPLIT_FILES),
             self.sample_submission_csv,
         ]
-        return [p for p in candidates if p.is_file()]
+        images = [p for s in SPLIT_FILES if self.image_dir(s).is_dir() for p in self.images(s).values()]
+        return [p for p in candidates if p.is_file()] + images
 
     def images(self, split: str) -> dict[int, Path]:
         return list_images(self.image_dir(split))

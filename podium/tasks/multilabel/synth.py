@@ -9,7 +9,8 @@ additions are non-negative, so clipping once equals clipping after each one).
 What podium adds: image ``i`` of a split is a pure function of (seed, split, i), so any image can be
 recomputed alone; chunks run in parallel; every PNG and every label shard is written atomically, a
 chunk counts as done only once its shard exists, and a killed run resumes where it stopped with output
-byte-identical to an uninterrupted one.
+byte-identical to an uninterrupted one. An image deleted from a finished chunk is written back alone,
+byte for byte.
 
 A canvas smaller than a rotated glyph's box (possible only below 80 px, e.g. in a tiny profile) would
 make "place so it fits" impossible; there the glyph's scale is reduced to the largest one whose
@@ -214,20 +215,22 @@ def _chunk_done(chunk: _Chunk) -> bool:
 
 
 def _write_chunk(bank: GlyphBank, chunk: _Chunk) -> int:
-    """Write a chunk's PNGs, then its label shard: the shard is the commit point of the chunk.
+    """Write a chunk's PNGs, then its label shard: the shard is the commit point of the chunk. A chunk
+    whose shard exists lost some images since (deleted as damaged): only those are written again.
 
     Each atomic PNG write waits on two fsyncs; writer threads overlap those waits with the drawing of
     the next images and let the file system commit several files at once.
     """
+    committed = chunk.shard.is_file()  # its images were all written once: only missing ones are redrawn
     rows = [ANSWER_HEADER]
     with ThreadPoolExecutor(WRITER_THREADS) as writers:
         writes = []
         for index in range(chunk.start, chunk.stop):
-            image, labels = synthesize_image(bank, chunk.seed, chunk.split, index, chunk.canvas_size)
-            writes.append(
-                writers.submit(atomic_write, chunk.images_dir / image_name(index), encode_png(image))
-            )
-            rows.append(f"{index}," + ",".join("01"[v] for v in labels))
+            plan = plan_image(chunk.seed, chunk.split, index, chunk.canvas_size, bank.sizes)
+            path = chunk.images_dir / image_name(index)
+            if not (committed and path.is_file()):
+                writes.append(writers.submit(atomic_write, path, encode_png(render_plan(plan, bank))))
+            rows.append(f"{index}," + ",".join("01"[v] for v in plan.labels))
         for write in writes:
             write.result()
     atomic_write(chunk.shard, "\n".join(rows) + "\n")
