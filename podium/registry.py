@@ -92,7 +92,7 @@ class Task:
         self._missing("data.root")
 
     def datasets(self, cfg: Any, data_root: Path, seed: int) -> tuple[Any, Any]:
-        """(train, validation) datasets; items are fetched with ``(index, sample_seed)`` keys."""
+        """(train, validation) datasets; items are fetched with ``SampleKey(index, sample_seed, epoch)`` keys."""
         self._missing("train stages")
 
     def module(self, cfg: Any) -> Any:

@@ -199,17 +199,17 @@ def test_epoch_sampler_shards_one_order_without_changing_sample_seeds():
     for epoch in (0, 1):
         full = EpochSampler(10, seed=3)
         full.set_epoch(epoch)
-        order = [i for i, _ in full]
+        order = [key.index for key in full]
         shards = []
         for rank in range(3):
             s = EpochSampler(10, seed=3, rank=rank, world_size=3)
             s.set_epoch(epoch)
             shards.append(list(s))
             assert len(shards[-1]) == len(s) == 4
-            assert all(seed == derive_seed(3, "sample", epoch, i) for i, seed in shards[-1])
+            assert all(key == (key.index, derive_seed(3, "sample", epoch, key.index), epoch) for key in shards[-1])
         padded = order + order[:2]
         assert [shards[r][k][0] for k in range(4) for r in range(3)] == padded
-    assert single == [(i, derive_seed(3, "sample", 0, i)) for i, _ in single]
+    assert single == [(i, derive_seed(3, "sample", 0, i), 0) for i, _, _ in single]
 
 
 def test_detect_world_reads_each_launcher():

@@ -9,6 +9,7 @@ from fastmri.data.subsample import EquiSpacedMaskFunc, RandomMaskFunc
 from podium.errors import ConfigError
 from podium.tasks.mri.masks import (
     HelperMaskSampler,
+    MaskAugmenter,
     acceleration_from_mask,
     fastmri_mask_func,
     fixed_pattern,
@@ -141,3 +142,37 @@ def test_helper_schedule_zero_gives_the_fixed_pattern() -> None:
         assert is_fixed_pattern(mask)
         assert acceleration_from_mask(mask) in (4, 8)
     assert not is_fixed_pattern(sampler(368, 0, epoch=10, acceleration=4))
+
+
+GEEKSEEK_FAMILIES = {"equispaced": 0.25, "equispaced_fraction": 0.25, "random": 0.25, "magic": 0.125,
+                     "magic_fraction": 0.125}
+
+
+def test_mask_augmentation_draws_only_the_listed_families_at_the_items_acceleration():
+    augmenter = MaskAugmenter({"random": 3.0, "magic": 1.0, "equispaced": 0.0}, (0.07, 0.10), p_max=1.0)
+    rng = np.random.default_rng(0)
+    families = []
+    for acc in (4, 8):
+        fractions: dict[str, list[float]] = {}
+        for _ in range(400):
+            mask, family = augmenter.draw(396, acc, rng)
+            families.append(family)
+            fractions.setdefault(family, []).append(float(mask.mean()))
+            assert mask.shape == (396,) and set(np.unique(mask)) <= {0.0, 1.0}
+        for family, values in fractions.items():  # 1/acc of the lines, plus some of the 7-10 % centre
+            assert 1 / acc - 0.01 <= np.mean(values) <= 1 / acc + 0.10, (family, acc, np.mean(values))
+    counts = {f: families.count(f) for f in ("random", "magic", "equispaced")}
+    assert counts["equispaced"] == 0 and 0.70 < counts["random"] / len(families) < 0.80
+
+
+def test_mask_augmentation_follows_its_schedule_and_the_items_seed():
+    augmenter = MaskAugmenter(GEEKSEEK_FAMILIES, schedule="ramp", p_max=0.7, delay=5)
+    fixed = fixed_pattern(396, 4)
+    # before the delay nothing changes; the ramp reaches p_max at epoch T
+    assert all(np.array_equal(augmenter(fixed, 4, seed, 4, 50), fixed) for seed in range(50))
+    assert augmenter.probability(5, 50) == 0 and augmenter.probability(50, 50) == pytest.approx(0.7)
+    assert augmenter.probability(20, 50) == pytest.approx(0.7 * 15 / 45)
+    replaced = [not np.array_equal(augmenter(fixed, 4, seed, 50, 50), fixed) for seed in range(400)]
+    assert 0.63 < np.mean(replaced) < 0.77
+    again = [not np.array_equal(augmenter(fixed, 4, seed, 50, 50), fixed) for seed in range(400)]
+    assert replaced == again  # a pure function of (seed, epoch)

@@ -225,3 +225,18 @@ def test_a_best_found_at_an_epoch_end_is_that_epochs_file(tiny_recipe, tmp_path)
     rows = metrics_rows(tmp_path)
     scores = [float(r["val_acc"]) for r in rows]
     assert best["epoch"] == scores.index(max(scores)) + 1 and best["score"] == pytest.approx(max(scores))
+
+
+def test_best_checkpoint_by_a_training_metric_is_judged_at_each_epochs_end(tiny_recipe, tmp_path):
+    """GeekSeek's rule: the best epoch is the lowest epoch-mean training loss, not a validation score."""
+    store = tmp_path / "s"
+    run(tiny_recipe, store, "stages.fit.trainer.monitor=train_loss", "stages.fit.trainer.mode=min",
+        "stages.fit.trainer.save_every_n_epochs=2", only=["data", "fit"])
+    rows = metrics_rows(store)
+    losses = [float(r["train_loss"]) for r in rows]
+    best = manifest(store, "fit")["checkpoints"]["best"]
+    epoch = losses.index(min(losses)) + 1
+    assert best["monitor"] == "train_loss" and best["epoch"] == epoch
+    assert best["score"] == pytest.approx(min(losses), rel=1e-6)
+    saved = manifest(store, "fit")["checkpoints"].get(f"epoch={epoch}")  # every second epoch is saved anyway
+    assert best["file"] == (saved["file"] if saved else f"checkpoints/best-step={best['step']:07d}.ckpt")

@@ -65,7 +65,7 @@ class Points(torch.utils.data.Dataset):
         return len(self.x)
 
     def __getitem__(self, key):
-        index, seed = key if isinstance(key, tuple) else (key, 0)
+        index, seed = key[:2] if isinstance(key, tuple) else (key, 0)
         x = self.x[index]
         if self.noise:
             with seeded(seed):

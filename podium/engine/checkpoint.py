@@ -136,20 +136,29 @@ class PodiumCheckpoint(Checkpoint):
         epoch = trainer.current_epoch + 1
         return epoch % self.every == 0 or epoch == trainer.max_epochs
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
-            return
+    @property
+    def _epoch_metric(self) -> bool:
+        """A training metric (``train_loss``) is final only at the epoch's end, after any validation."""
+        return self.monitor.startswith("train_")
+
+    def _judge(self, trainer, at_epoch_end: bool) -> None:
         # every rank must take the same decision: saving is collective (a barrier) under DDP
         score = float(trainer.strategy.broadcast(float(trainer.callback_metrics[self.monitor]), src=0))
         if self._better(score):
             self.best_score = score
             best = {"score": score, "monitor": self.monitor}
-            if trainer.is_last_batch and self._saves_epoch(trainer):
+            if (at_epoch_end or trainer.is_last_batch) and self._saves_epoch(trainer):
                 self._pending_best = best  # the epoch's checkpoint, at this very step, is the best one too
             else:
                 self._save(trainer, f"best-step={trainer.global_step:07d}.ckpt", ["best"], **best)
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not (trainer.sanity_checking or self._epoch_metric or self.monitor not in trainer.callback_metrics):
+            self._judge(trainer, at_epoch_end=False)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._epoch_metric and self.monitor in trainer.callback_metrics:
+            self._judge(trainer, at_epoch_end=True)
         epoch = trainer.current_epoch + 1
         metrics = {k: float(_across_ranks(trainer, k, v)) for k, v in sorted(trainer.callback_metrics.items())
                    if v.numel() == 1}

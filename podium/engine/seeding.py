@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -37,8 +38,18 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+class SampleKey(NamedTuple):
+    """What a training dataset is indexed by: the item, its seed (a function of run seed, epoch and item
+    only) and the epoch, for augmentation schedules that change with it."""
+
+    index: int
+    seed: int
+    epoch: int = 0
+
+
 class EpochSampler(torch.utils.data.Sampler):
-    """Yields ``(index, sample_seed)`` in an order that is a pure function of (seed, epoch).
+    """Yields :class:`SampleKey` ``(index, sample_seed, epoch)`` in an order that is a pure function of
+    (seed, epoch).
 
     Lightning calls ``set_epoch`` before each epoch. Because nothing is carried from one epoch to the
     next, resuming at epoch ``e`` reproduces exactly the order an uninterrupted run would use. Under DDP
@@ -61,7 +72,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return -(-self.num_items // self.world_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[SampleKey]:
         if self.shuffle:
             g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
             order = torch.randperm(self.num_items, generator=g).tolist()
@@ -70,7 +81,7 @@ class EpochSampler(torch.utils.data.Sampler):
         if self.world_size > 1:
             order = (order * self.world_size)[: len(self) * self.world_size][self.rank :: self.world_size]
         for i in order:
-            yield i, derive_seed(self.seed, "sample", self.epoch, i)
+            yield SampleKey(i, derive_seed(self.seed, "sample", self.epoch, i), self.epoch)
 
 
 def split_keys(keys: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -102,6 +102,8 @@ class DataModule(L.LightningDataModule):
         return self._loader(self.train_ds, self.cfg.batch_size, shuffle=True, shard=True)
 
     def val_dataloader(self):
+        if self.val_ds is None:  # a task trained on all its data (the best checkpoint by a training metric)
+            return []
         return self._loader(self.val_ds, self.cfg.eval_batch_size or self.cfg.batch_size, shuffle=False)
 
 
@@ -141,7 +143,7 @@ def _placement(cfg: TrainerConfig, world: World) -> dict[str, Any]:
 
 
 def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, world: World,
-                  extra_callbacks=()) -> L.Trainer:
+                  extra_callbacks=(), validate: bool = True) -> L.Trainer:
     _quiet_lightning()
     if cfg.deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -162,6 +164,7 @@ def build_trainer(cfg: TrainerConfig, checkpoint: PodiumCheckpoint, root_dir, wo
         gradient_clip_val=cfg.gradient_clip_val,
         val_check_interval=cfg.val_check_interval,
         check_val_every_n_epoch=cfg.check_val_every_n_epoch,
+        limit_val_batches=None if validate else 0,
         deterministic=cfg.deterministic,
         num_sanity_val_steps=0,
         callbacks=callbacks,

@@ -52,6 +52,8 @@ def fit(cfg: TrainConfig, task, run: StageRun, seed: int, data_root, info, warn,
     """
     L.seed_everything(seed, workers=True, verbose=False)
     module = task.module(cfg)
+    size = sum(p.numel() for p in module.parameters())
+    info(f"{type(getattr(module, 'model', module)).__name__}: {size / 1e6:.2f} M parameters ({size:,})")
     train_ds, val_ds = task.datasets(cfg, data_root, seed)
     table = MetricsTable(run.path / "logs" / "metrics.csv", writer=run.writer)
 
@@ -74,7 +76,8 @@ def fit(cfg: TrainConfig, task, run: StageRun, seed: int, data_root, info, warn,
     mode = cfg.trainer.mode or task.monitor_mode
     callback = PodiumCheckpoint(run, monitor, mode, cfg.trainer.save_every_n_epochs,
                                 cfg.trainer.keep_last, table, on_epoch=lambda r: info(_format_row(r)))
-    trainer = build_trainer(cfg.trainer, callback, run.path, world, extra_callbacks=callbacks)
+    trainer = build_trainer(cfg.trainer, callback, run.path, world, extra_callbacks=callbacks,
+                            validate=val_ds is not None)
     with torch_threads(cfg.trainer.threads):
         trainer.fit(module, datamodule=DataModule(train_ds, val_ds, cfg.trainer, seed), ckpt_path=ckpt_path)
 

@@ -386,7 +386,7 @@ class MaskDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        i, sample_seed = key if isinstance(key, tuple) else (key, derive_seed("mask", key))
+        i, sample_seed = key[:2] if isinstance(key, tuple) else (key, derive_seed("mask", key))
         image = load_image(self.paths[i])
         with seeded(sample_seed):
             image = self.transforms[self.which[i]](image)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from podium.engine.trainer import TrainerConfig
 from podium.errors import ConfigError, DataError
@@ -23,9 +23,10 @@ from podium.stages.predict import PredictConfig
 from podium.stages.synth import SynthConfig
 from podium.stages.train import TrainConfig
 from podium.store import StageRun
+from podium.tasks.mri.augment import AugmentConfig
 from podium.tasks.mri.data import MriReader, scan_snu
-from podium.tasks.mri.dataset import SliceDataset
-from podium.tasks.mri.masks import FIXED_CENTER_FRACTION, HelperMaskSampler
+from podium.tasks.mri.dataset import Augmentation, SliceDataset
+from podium.tasks.mri.masks import FIXED_CENTER_FRACTION, MASK_FAMILIES, HelperMaskSampler, MaskAugmenter
 from podium.tasks.mri.module import MriModule
 from podium.tasks.mri.reconstruct import (
     RECON_DIR,
@@ -62,7 +63,16 @@ class MriSynth(SynthConfig):
         return self
 
 
-class VarNetConfig(Strict):
+class ModelConfig(Strict):
+    """A registered model's name and constructor arguments."""
+
+    name: str
+
+    def kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name"})
+
+
+class VarNetConfig(ModelConfig):
     """``create_model`` arguments; the defaults are fastMRI's E2E VarNet with the challenge's 384 crop."""
 
     name: Literal["varnet"] = "varnet"
@@ -75,26 +85,138 @@ class VarNetConfig(Strict):
     crop_size: int | tuple[int, int] | None = 384
 
 
-class MaskConfig(Strict):
-    """Training masks. ``fixed``: the challenge pattern of each file's acceleration (baseline, "Hacker");
-    ``file``: the mask stored in the file; ``helper``: with probability ``robust_probability`` a mask
-    outside that pattern (equispaced with another start, share ``equispaced_share``, else random).
-    Validation always uses the fixed pattern (the stored mask for ``file``), so it is deterministic.
-    The robust probability is constant over epochs: a sample's key carries its seed, not its epoch."""
+class FIVarNetConfig(ModelConfig):
+    """fastMRI's feature VarNets (``fi_varnet`` is the paper's best; its training script uses chans 32);
+    ``crop_size`` crops the output to the challenge's 384 x 384 (fastMRI's classes do not crop)."""
+
+    name: Literal["fi_varnet", "if_varnet", "feature_varnet_sh_w", "feature_varnet_n_sh_w"]
+    num_cascades: int = Field(12, ge=1)
+    sens_chans: int = Field(8, ge=1)
+    sens_pools: int = Field(4, ge=1)
+    chans: int = Field(18, ge=1)
+    pools: int = Field(4, ge=1)
+    acceleration: int = Field(4, ge=1)  # AttentionPE's group size (fi_varnet, if_varnet)
+    mask_center: bool = True
+    image_conv_cascades: list[int] | None = None
+    kspace_mult_factor: float = Field(1e6, gt=0)
+    crop_size: int | tuple[int, int] | None = 384
+
+    def kwargs(self) -> dict[str, Any]:
+        out = super().kwargs()
+        if not self.name.endswith("i_varnet"):
+            out.pop("acceleration")
+        return out
+
+
+class FeatureVarNetConfig(ModelConfig):
+    """GeekSeek's FastMRI 2025 model (67.6 M parameters at these defaults)."""
+
+    name: Literal["feature_varnet"]
+    cascade_counts: tuple[int, int, int] = (5, 10, 3)
+    feature_chans: int = Field(12, ge=1)
+    unet_chans: int = Field(24, ge=1)
+    image_chans: int = Field(18, ge=1)
+    pools: int = Field(4, ge=1)
+    sens_chans: int = Field(8, ge=1)
+    sens_pools: int = Field(4, ge=1)
+    lska_kernel: Literal[7, 11, 23, 35, 41, 53] = 7
+    mask_center: bool = True
+    image_conv_cascades: list[int] | None = None
+    kspace_mult_factor: float = Field(1e6, gt=0)
+    crop_size: int | tuple[int, int] | None = 384
+
+
+MriModelConfig = Annotated[VarNetConfig | FIVarNetConfig | FeatureVarNetConfig, Field(discriminator="name")]
+
+
+class ScheduleConfig(Strict):
+    """MRAugment's schedule of a probability: 0 before ``delay``, then ``constant`` p_max, a linear ``ramp``
+    or ``exp`` up to p_max at epoch ``max_epochs`` (default: the trainer's)."""
+
+    schedule: Literal["constant", "ramp", "exp"] = "constant"
+    delay: int = Field(0, ge=0)
+    exp_decay: float = Field(5.0, gt=0)
+    max_epochs: int | None = Field(None, ge=1)
+
+
+class MaskAugmentConfig(ScheduleConfig):
+    """GeekSeek's mask augmentation: with probability p(epoch) a fresh mask of the item's acceleration,
+    its family drawn by weight, its centre fraction from ``center_fraction``. Off at p_max 0."""
+
+    schedule: Literal["constant", "ramp", "exp"] = "ramp"
+    p_max: float = Field(0.0, ge=0, le=1)
+    families: dict[str, float] = {"equispaced": 0.25, "equispaced_fraction": 0.25, "random": 0.25,
+                                  "magic": 0.125, "magic_fraction": 0.125}
+    center_fraction: tuple[float, float] = (0.07, 0.10)
+
+    @model_validator(mode="after")
+    def _families(self) -> MaskAugmentConfig:
+        unknown = sorted(set(self.families) - set(MASK_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown mask families {unknown}; expected some of {sorted(MASK_FAMILIES)}")
+        if min(self.families.values(), default=-1) < 0 or sum(self.families.values()) <= 0:
+            raise ValueError(f"family weights must be >= 0 and not all 0, got {self.families}")
+        if not 0 < self.center_fraction[0] <= self.center_fraction[1] < 1:
+            raise ValueError(f"center_fraction must be a range within (0, 1), got {self.center_fraction}")
+        return self
+
+    def augmenter(self) -> MaskAugmenter | None:
+        if self.p_max == 0:
+            return None
+        return MaskAugmenter(self.families, self.center_fraction, self.schedule, self.p_max, self.delay,
+                             self.exp_decay, self.max_epochs)
+
+
+class MaskConfig(ScheduleConfig):
+    """Training masks. ``fixed``: the challenge pattern of each item's acceleration (baseline, "Hacker");
+    ``file``: the mask stored in the file; ``helper``: with probability p(epoch) (``robust_probability``
+    under the schedule) a mask outside that pattern (equispaced with another start, share
+    ``equispaced_share``, else random). ``duplicate`` lists every slice once per acceleration given
+    (GeekSeek: [4, 8]). Validation always uses the fixed pattern (the stored mask for ``file``)."""
 
     kind: Literal["fixed", "file", "helper"] = "fixed"
     robust_probability: float = Field(1.0, ge=0, le=1)
     equispaced_share: float = Field(0.5, ge=0, le=1)
     center_fraction: float = Field(FIXED_CENTER_FRACTION, gt=0, lt=1)
+    duplicate: list[int] = []
+    augment: MaskAugmentConfig = MaskAugmentConfig()
+
+    @field_validator("duplicate")
+    @classmethod
+    def _accelerations(cls, value: list[int]) -> list[int]:
+        if any(a < 2 for a in value) or len(set(value)) != len(value):
+            raise ValueError(f"duplicate: distinct accelerations >= 2, got {value}")
+        return value
+
+
+class LossConfig(Strict):
+    """``ssim`` x (1 - SSIM) + ``l1`` x mean |output - target| / data range; with ``foreground`` both on
+    the images times the leaderboard's foreground mask (GeekSeek: ssim 1, l1 1, foreground true)."""
+
+    ssim: float = Field(1.0, ge=0)
+    l1: float = Field(0.0, ge=0)
+    foreground: bool = False
 
 
 class OptimConfig(Strict):
-    """Adam with a step decay: fastMRI's VarNet leaderboard recipe (3e-4, x0.1 at epoch 40)."""
+    """The optimizer and its per-epoch schedule. Defaults: fastMRI's VarNet leaderboard recipe (Adam 3e-4,
+    x0.1 at epoch 40); GeekSeek: ``nadam`` 1e-3 with momentum_decay 4e-3 and ``exponential`` 0.96."""
 
+    name: Literal["adam", "adamw", "nadam"] = "adam"
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    momentum_decay: float = Field(4e-3, ge=0)  # NAdam's psi
+    scheduler: Literal["step", "exponential"] = "step"
     lr_step_size: int = Field(40, ge=1)
     lr_gamma: float = Field(0.1, gt=0, le=1)
+
+
+class MriDataConfig(Strict):
+    """Which folders train and validate. GeekSeek trained on ``[train, val]`` with no validation; the best
+    checkpoint then follows a training metric (``trainer.monitor: train_loss``)."""
+
+    train_on: list[Literal["train", "val"]] = ["train"]
+    validate_on: Literal["val"] | None = "val"
 
 
 class MriTrainerConfig(TrainerConfig):
@@ -103,9 +225,24 @@ class MriTrainerConfig(TrainerConfig):
 
 class MriTrain(TrainConfig):
     trainer: MriTrainerConfig = MriTrainerConfig()
-    model: VarNetConfig = VarNetConfig()
+    model: MriModelConfig = VarNetConfig()
+    data: MriDataConfig = MriDataConfig()
     mask: MaskConfig = MaskConfig()
+    augment: AugmentConfig = AugmentConfig()
+    loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _varnet_by_default(cls, value: Any) -> Any:
+        return {"name": "varnet", **value} if isinstance(value, dict) and "name" not in value else value
+
+    @model_validator(mode="after")
+    def _monitor_exists(self) -> MriTrain:
+        if self.data.validate_on is None and not (self.trainer.monitor or "").startswith("train_"):
+            raise ValueError("data.validate_on is null, so there is no val_ssim: set trainer.monitor to a training "
+                             "metric (train_loss) and trainer.mode to min")
+        return self
 
 
 class MriPredict(PredictConfig):
@@ -152,16 +289,26 @@ class MriTask(Task):
         splits = [*TRAIN_SPLITS, *(f"leaderboard/{acc}" for acc in leaderboard_folders(root / "leaderboard"))]
         return sorted(p for split in splits for p in _split_files(root / split))
 
-    def datasets(self, cfg: MriTrain, data_root: Path, seed: int) -> tuple[SliceDataset, SliceDataset]:
-        """Train on ``train/`` with the configured masks, validate on ``val/`` with deterministic ones."""
-        train, val = (scan_snu(data_root / split) for split in TRAIN_SPLITS)
+    def datasets(self, cfg: MriTrain, data_root: Path, seed: int) -> tuple[SliceDataset, SliceDataset | None]:
+        """Train on ``data.train_on`` with the configured masks and augmentation, validate on
+        ``data.validate_on`` with deterministic masks (or not at all)."""
+        train = [v for split in cfg.data.train_on for v in scan_snu(data_root / split)]
         _check_crop(cfg.model.crop_size, train[0])
         m = cfg.mask
+        epochs = m.max_epochs or cfg.trainer.max_epochs
         helper = None
         if m.kind == "helper":
             helper = HelperMaskSampler(center_fraction=m.center_fraction, equispaced_share=m.equispaced_share,
-                                       p_max=m.robust_probability)
-        return SliceDataset(train, m.kind, helper), SliceDataset(val, "file" if m.kind == "file" else "fixed")
+                                       schedule=m.schedule, p_max=m.robust_probability, delay=m.delay,
+                                       max_epochs=epochs, exp_decay=m.exp_decay)
+        augmentation = Augmentation(cfg.augment if cfg.augment.p_max > 0 else None, m.augment.augmenter(),
+                                    cfg.trainer.max_epochs)
+        foreground = cfg.loss.foreground
+        train_ds = SliceDataset(train, m.kind, helper, augmentation, m.duplicate, foreground)
+        if cfg.data.validate_on is None:
+            return train_ds, None
+        val = scan_snu(data_root / cfg.data.validate_on)
+        return train_ds, SliceDataset(val, "file" if m.kind == "file" else "fixed", foreground=foreground)
 
     def module(self, cfg: MriTrain) -> MriModule:
         return MriModule(cfg)

@@ -1,23 +1,37 @@
 """Training and validation slices of the SNU layout, read one HDF5 hyperslab at a time (never a volume).
 
-An item is what VarNet and the SSIM loss take: masked k-space in fastMRI's real view, the column mask,
-the ``image_label`` target, the file's ``attrs['max']`` (the loss's and the metric's data range), and
-identifiers. The mask is chosen per item: the challenge's fixed pattern of the file's acceleration
-(the baseline and the "Hacker"), the mask stored in the file, or a robust "Helper" mask whose draw
-depends only on the sample seed of the ``(index, sample_seed)`` key, so any item can be recomputed.
+An item is what the models and the losses take: masked k-space in fastMRI's real view, the column
+mask, the ``image_label`` target, the file's ``attrs['max']`` (the loss's and the metric's data range),
+the leaderboard's foreground mask when the loss wants it, and identifiers.
+
+Everything random about an item comes from its :class:`~podium.engine.seeding.SampleKey` (a seed that
+depends on run seed, epoch and item only, and the epoch for schedules), so any item can be recomputed
+and a resumed run sees the same data as an uninterrupted one. In order:
+
+1. MRAugment (``augment``): with probability p(epoch) per transform, the same random flip / rotation /
+   scaling / shear / translation of every coil image; the target becomes the RSS of the augmented
+   coil images, so k-space and target stay consistent.
+2. The mask: the challenge's fixed pattern of the item's acceleration (the baseline, the "Hacker"),
+   the file's stored mask, or a robust "Helper" mask; then mask augmentation (``mask_augment``) may
+   replace it, with probability p(epoch), by a fresh mask of another family at the same acceleration.
+3. ``duplicate`` lists every slice once per listed acceleration (GeekSeek's acc4 + acc8 copies).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from podium.engine.seeding import SampleKey, derive_seed
 from podium.errors import DataError
+from podium.metrics.ssim import foreground_mask
+from podium.tasks.mri.augment import AugmentConfig, augment_kspace
 from podium.tasks.mri.data import MriReader, MriVolume, slice_index
-from podium.tasks.mri.masks import HelperMaskSampler, fixed_pattern
+from podium.tasks.mri.masks import HelperMaskSampler, MaskAugmenter, fixed_pattern
 
 MaskKind = Literal["fixed", "file", "helper"]
 
@@ -33,16 +47,31 @@ def masked_kspace(kspace: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, t
     return masked, torch.from_numpy(mask).reshape(1, 1, -1, 1)
 
 
-class SliceDataset(torch.utils.data.Dataset):
-    """Every slice of ``volumes`` (which must have targets); items are fetched by ``(index, sample_seed)``.
+@dataclass(frozen=True)
+class Augmentation:
+    """The epoch-dependent parts of a training dataset; ``max_epochs`` is the schedules' default T."""
 
-    ``mask``: ``fixed`` uses the challenge pattern of the file's acceleration, ``file`` the stored mask,
-    ``helper`` draws from ``helper`` with the sample seed (a new mask per epoch and slice).
+    augment: AugmentConfig | None = None
+    mask_augment: MaskAugmenter | None = None
+    max_epochs: int = 1
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Every slice of ``volumes`` (which must have targets), once per acceleration in ``duplicate`` (or
+    once, at the file's acceleration); items are fetched by :class:`SampleKey` (or a bare index).
+
+    ``mask``: ``fixed`` uses the challenge pattern of the item's acceleration, ``file`` the stored mask,
+    ``helper`` draws from ``helper`` with the sample seed and epoch. ``foreground`` adds the
+    leaderboard's foreground mask of the (augmented) target as ``foreground``.
     """
 
-    def __init__(self, volumes: Sequence[MriVolume], mask: MaskKind = "fixed", helper: HelperMaskSampler | None = None):
+    def __init__(self, volumes: Sequence[MriVolume], mask: MaskKind = "fixed", helper: HelperMaskSampler | None = None,
+                 augmentation: Augmentation = Augmentation(), duplicate: Sequence[int] = (),
+                 foreground: bool = False):
         if mask == "helper" and helper is None:
             raise ValueError("mask 'helper' needs a HelperMaskSampler")
+        if duplicate and mask == "file":
+            raise ValueError("duplicate lists slices under other accelerations; the file's own mask has one")
         for volume in volumes:
             if volume.target_path is None:
                 raise DataError(f"{volume.kspace_path}: no target image file, so it cannot be trained on")
@@ -52,31 +81,49 @@ class SliceDataset(torch.utils.data.Dataset):
         self.volumes = list(volumes)
         self.mask = mask
         self.helper = helper
-        self.index = slice_index(self.volumes)
+        self.augmentation = augmentation
+        self.foreground = foreground
+        slices = slice_index(self.volumes)
+        self.index = [(v, s, acc) for v, s in slices for acc in (duplicate or [self.volumes[v].acceleration])]
         self.reader = MriReader()
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def line_mask(self, volume: MriVolume, sample_seed: int) -> np.ndarray:
-        """The (W,) column mask of one item."""
+    def line_mask(self, volume: MriVolume, acceleration: int, key: SampleKey) -> np.ndarray:
+        """The (W,) column mask of one item, before mask augmentation."""
         if self.mask == "file":
             return self.reader.mask(volume)
         if self.mask == "helper":
-            return self.helper(volume.width, sample_seed, acceleration=volume.acceleration)
-        return fixed_pattern(volume.width, volume.acceleration)
+            return self.helper(volume.width, key.seed, epoch=key.epoch, acceleration=acceleration)
+        return fixed_pattern(volume.width, acceleration)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, sample_seed = key
-        v, s = self.index[index]
+    def __getitem__(self, key: SampleKey | int) -> dict[str, Any]:
+        key = SampleKey(*key) if isinstance(key, tuple) else SampleKey(key, derive_seed("mri-item", key))
+        v, s, acc = self.index[key.index]
         volume = self.volumes[v]
-        kspace, mask = masked_kspace(self.reader.kspace(volume, s), self.line_mask(volume, sample_seed))
-        return {
-            "masked_kspace": kspace,
+        kspace = self.reader.kspace(volume, s)
+        target = self.reader.target(volume, s)
+        aug = self.augmentation
+        if aug.augment is not None:
+            p = aug.augment.probability(key.epoch, aug.max_epochs)
+            if p > 0:
+                rng = np.random.default_rng(derive_seed(key.seed, "mraugment"))
+                augmented, label = augment_kspace(torch.from_numpy(kspace), target.shape, p, rng, aug.augment)
+                kspace, target = augmented.numpy(), label.numpy()
+        mask = self.line_mask(volume, acc, key)
+        if aug.mask_augment is not None:
+            mask = aug.mask_augment(mask, acc, key.seed, key.epoch, aug.max_epochs)
+        masked, mask = masked_kspace(kspace, mask)
+        item = {
+            "masked_kspace": masked,
             "mask": mask,
-            "target": torch.from_numpy(self.reader.target(volume, s)),
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
             "max_value": torch.tensor(self.reader.max_value(volume), dtype=torch.float32),
             "anatomy": volume.anatomy,
             "fname": volume.name,
             "slice": s,
         }
+        if self.foreground:
+            item["foreground"] = foreground_mask(item["target"], volume.anatomy)
+        return item

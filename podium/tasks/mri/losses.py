@@ -3,7 +3,9 @@
 ``SSIMLoss`` is the leaderboard's SSIM arithmetic (``podium.metrics.ssim.ssim_map``: uniform 7x7
 window, K1 0.01, K2 0.03, sample covariance, valid convolution, ``data_range = attrs['max']`` per
 sample) without the foreground mask, as fastMRI's ``SSIMLoss`` and the challenge baseline train with
-it: the loss optimises the score with the very same formula.
+it: the loss optimises the score with the very same formula. ``ReconstructionLoss`` adds an L1 term
+and, given the leaderboard's foreground masks, scores only the foreground as the leaderboard does
+(GeekSeek's SSIM + L1 loss).
 """
 
 from __future__ import annotations
@@ -27,3 +29,22 @@ class SSIMLoss(nn.Module):
         y = target.reshape(x.shape)
         per_image = torch.as_tensor(data_range, device=x.device).reshape(-1, 1).expand(*x.shape[:2])
         return 1 - ssim_map(x, y, per_image).mean()
+
+
+class ReconstructionLoss(nn.Module):
+    """``ssim`` x (1 - SSIM) + ``l1`` x mean |output - target| / data range, on ``output * foreground``
+    and ``target * foreground`` when foreground masks are given."""
+
+    def __init__(self, ssim: float = 1.0, l1: float = 0.0):
+        super().__init__()
+        self.ssim_weight, self.l1_weight = ssim, l1
+        self.ssim = SSIMLoss()
+
+    def forward(self, output: Tensor, target: Tensor, data_range: Tensor, foreground: Tensor | None = None) -> Tensor:
+        if foreground is not None:
+            output, target = output * foreground, target * foreground
+        loss = self.ssim_weight * self.ssim(output, target, data_range) if self.ssim_weight else 0.0
+        if self.l1_weight:
+            per_sample = (output.float() - target.float()).abs().flatten(1).mean(1) / data_range.reshape(-1)
+            loss = loss + self.l1_weight * per_sample.mean()
+        return loss

@@ -177,3 +177,40 @@ class HelperMaskSampler:
             return sample_line_mask(func, width, seed=words, offset=int(rng.choice(starts)))[0]
         func = RandomMaskFunc([self.center_fraction], [acc])
         return sample_line_mask(func, width, seed=words)[0]
+
+
+class MaskAugmenter:
+    """GeekSeek's mask augmentation: with probability p(epoch) (a schedule, :func:`schedule_probability`)
+    an item's mask is replaced by a fresh one of the same acceleration, its family drawn from
+    ``families`` by weight and its centre fraction from U[``center_fraction``]. Each draw depends only
+    on the item's seed and epoch. ``MaskAugmentConfig`` validates the arguments."""
+
+    def __init__(self, families: dict[str, float], center_fraction: tuple[float, float] = (0.07, 0.10),
+                 schedule: str = "ramp", p_max: float = 0.0, delay: int = 0, exp_decay: float = 5.0,
+                 max_epochs: int | None = None):
+        self.names = list(families)
+        weights = np.array([families[n] for n in self.names], dtype=np.float64)
+        self.weights = weights / weights.sum()
+        self.center_fraction = center_fraction
+        self.schedule, self.p_max, self.delay, self.exp_decay = schedule, p_max, delay, exp_decay
+        self.max_epochs = max_epochs
+
+    def probability(self, epoch: int, max_epochs: int) -> float:
+        return schedule_probability(epoch, schedule=self.schedule, p_max=self.p_max, delay=self.delay,
+                                    max_epochs=self.max_epochs or max_epochs, exp_decay=self.exp_decay)
+
+    def draw(self, width: int, acceleration: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """(mask, family) of one fresh mask."""
+        family = self.names[int(rng.choice(len(self.names), p=self.weights))]
+        fraction = float(rng.uniform(*self.center_fraction))
+        words = tuple(int(w) for w in rng.integers(0, 2**32, size=2))
+        return sample_line_mask(fastmri_mask_func(family, [fraction], [acceleration]), width, seed=words)[0], family
+
+    def __call__(self, mask: np.ndarray, acceleration: int, seed: int, epoch: int, max_epochs: int) -> np.ndarray:
+        p = self.probability(epoch, max_epochs)
+        if p <= 0:
+            return mask
+        rng = np.random.default_rng([seed, 0x6D61736B])  # "mask": a stream of its own beside the item's others
+        if rng.random() >= p:
+            return mask
+        return self.draw(len(mask), acceleration, rng)[0]

@@ -1,8 +1,9 @@
-"""LightningModule around the pure reconstruction network: SSIM loss with each slice's ``attrs['max']``.
+"""LightningModule around the pure reconstruction network: the configured loss with each slice's
+``attrs['max']`` as data range, the configured optimizer, and the leaderboard SSIM as validation metric.
 
 ``val_ssim`` is the leaderboard's own per-slice SSIM (foreground mask by anatomy, 7x7 uniform window,
 data range ``attrs['max']``), averaged over slices, so the checkpoint picked as best is the one the
-leaderboard would rank best; ``val_loss`` is the training loss (unmasked SSIM) on the same slices.
+leaderboard would rank best; ``val_loss`` is the training loss on the same slices.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor
 
 from podium.metrics.ssim import leaderboard_ssim
-from podium.tasks.mri.losses import SSIMLoss
+from podium.tasks.mri.losses import ReconstructionLoss
 from podium.tasks.mri.models import create_model
 
 
@@ -24,8 +25,10 @@ class MriModule(L.LightningModule):
     def __init__(self, cfg: Any):
         super().__init__()
         self.cfg = cfg
-        self.model = create_model(cfg.model.name, **cfg.model.model_dump(exclude={"name"}))
-        self.loss = SSIMLoss()
+        self.model = create_model(cfg.model.name, **cfg.model.kwargs())
+        if cfg.trainer.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        self.loss = ReconstructionLoss(cfg.loss.ssim, cfg.loss.l1)
 
     def forward(self, masked_kspace: Tensor, mask: Tensor) -> Tensor:
         return self.model(masked_kspace, mask)
@@ -37,16 +40,19 @@ class MriModule(L.LightningModule):
                              f"{tuple(batch['target'].shape)}: set model.crop_size to the image size")
         return output
 
+    def _loss(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
+        return self.loss(output, batch["target"], batch["max_value"], batch.get("foreground"))
+
     def training_step(self, batch: dict[str, Any], _) -> Tensor:
         output = self._output(batch)
-        loss = self.loss(output, batch["target"], batch["max_value"])
+        loss = self._loss(output, batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(output))
         return loss
 
     def validation_step(self, batch: dict[str, Any], _) -> None:
         output = self._output(batch)
         size = len(output)
-        self.log("val_loss", self.loss(output, batch["target"], batch["max_value"]), batch_size=size)
+        self.log("val_loss", self._loss(output, batch), batch_size=size)
         ssim = torch.stack([
             leaderboard_ssim(output[i], batch["target"][i], batch["max_value"][i], batch["anatomy"][i])
             for i in range(size)
@@ -55,6 +61,14 @@ class MriModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        opt = torch.optim.Adam(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step_size, gamma=o.lr_gamma)
+        if o.name == "nadam":
+            opt = torch.optim.NAdam(self.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+                                    momentum_decay=o.momentum_decay)
+        else:
+            cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+            opt = cls(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        if o.scheduler == "exponential":
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=o.lr_gamma)
+        else:
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step_size, gamma=o.lr_gamma)
         return [opt], [sched]

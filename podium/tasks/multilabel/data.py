@@ -294,7 +294,7 @@ class DirtyMnistDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | int]:
-        i, sample_seed = key if isinstance(key, tuple) else (key, derive_seed(self.seed, "sample", key))
+        i, sample_seed = key[:2] if isinstance(key, tuple) else (key, derive_seed(self.seed, "sample", key))
         pixels = load_image(self.paths[i], self.expected_size)
         with seeded(sample_seed):
             image = self.transform(torch.from_numpy(pixels)[None])
@@ -328,7 +328,7 @@ class GlyphDataset(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i, sample_seed = key if isinstance(key, tuple) else (key, derive_seed(self.seed, "glyph", key))
+        i, sample_seed = key[:2] if isinstance(key, tuple) else (key, derive_seed(self.seed, "glyph", key))
         plan = draw_plan(np.random.default_rng(sample_seed), self.canvas_size, self.bank.sizes, self.letters)
         with seeded(sample_seed):
             image = self.transform(torch.from_numpy(render_plan(plan, self.bank))[None])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from podium.tasks.mri.fft import as_complex, center_crop, fft2c, ifft2c, rss
 from podium.tasks.mri.models import register_model
@@ -203,8 +204,13 @@ class VarNet(nn.Module):
     ) -> None:
         super().__init__()
         self.crop_size = crop_size
+        self.grad_checkpointing = False
         self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center)
         self.cascades = nn.ModuleList([VarNetBlock(NormUnet(chans, pools)) for _ in range(num_cascades)])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each cascade's activations in the backward pass (memory per cascade, not per model)."""
+        self.grad_checkpointing = enable
 
     def forward(self, masked_kspace: Tensor, mask: Tensor, num_low_frequencies: int | None = None) -> Tensor:
         """Real-view k-space (B, C, H, W, 2) and mask (B, 1, 1, W, 1) -> RSS image (B, h, w), centre-cropped.
@@ -217,6 +223,9 @@ class VarNet(nn.Module):
         sens_maps = self.sens_net(ref_kspace, mask, num_low_frequencies)
         kspace = ref_kspace
         for cascade in self.cascades:
-            kspace = cascade(kspace, ref_kspace, mask, sens_maps)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                kspace = checkpoint(cascade, kspace, ref_kspace, mask, sens_maps, use_reentrant=False)
+            else:
+                kspace = cascade(kspace, ref_kspace, mask, sens_maps)
         image = rss(ifft2c(kspace), dim=1)
         return image if self.crop_size is None else center_crop(image, self.crop_size)
