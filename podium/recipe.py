@@ -130,19 +130,32 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
-    """The pydantic model class that owns the field at ``loc`` (to list the keys allowed there)."""
-    current: Any = model
-    for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        info = current.model_fields.get(str(part))
+def _walk(model: type[BaseModel], loc: Sequence[Any]) -> tuple[type[BaseModel] | None, list[Any]]:
+    """(the pydantic model class that owns the field at ``loc``, to list the keys allowed there; ``loc``
+    without the tags pydantic inserts for a discriminated union's member, which are no recipe keys)."""
+
+    def models(types: Sequence[Any]) -> list[type[BaseModel]]:
+        return [c for c in types if isinstance(c, type) and issubclass(c, BaseModel)]
+
+    def tags(cls: type[BaseModel]) -> list[str]:
+        info = cls.model_fields.get("name")
+        return [str(t) for t in getattr(info.annotation, "__args__", ())] if info else []
+
+    candidates: list[Any] = [model]
+    keys: list[Any] = []
+    for i, part in enumerate(loc):
+        owners = models(candidates)
+        tagged = [c for c in owners if str(part) in tags(c)]
+        if len(owners) > 1 and tagged:
+            candidates = tagged
+            continue
+        keys.append(part)
+        info = next((c.model_fields[str(part)] for c in owners if str(part) in c.model_fields), None)
         if info is None:
-            return None
-        ann = info.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+            return None, keys + list(loc[i + 1 :])
+        candidates = [info.annotation, *getattr(info.annotation, "__args__", ())]
+    found = models(candidates)
+    return (found[0] if found else None), keys
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str) -> str:
@@ -150,11 +163,11 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     lines = []
     for e in err.errors():
         loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        owner, loc = _walk(model, loc[:-1])[0], _walk(model, loc)[1]
         path = ".".join([prefix, *[f"[{p}]" if isinstance(p, int) else str(p) for p in loc]]).strip(".")
         path = path.replace(".[", "[")
         found = e.get("input")
         if e["type"] == "extra_forbidden":
-            owner = _model_at(model, loc[:-1])
             allowed = sorted(owner.model_fields) if owner else []
             hint = _suggest(loc[-1], allowed)
             lines.append(f"{path}: unknown key{hint} (allowed here: {', '.join(allowed)})")

@@ -90,6 +90,8 @@ CASES = [
      ["stages.effnet_s.model.pretrained_file: /no/weights.pth: no such file"]),
     (MASK, ["stages.members.model.name=vit_nonexistent"], ["stages.members.model.name", "not a timm model"]),
     (MASK, ["stages.tune.trial.model.name=vitt_base"], ["stages.tune.trial.model.name", "not a timm model"]),
+    (MRI, ["stages.varnet.model={name: promptmr_plus}"],  # the profile-less varnet keys stay: a member's keys
+     ["stages.varnet.model.chans: unknown key", "n_feat0"]),
     (MRI, ["stages.varnet.model.name=unet"],
      ["stages.varnet.model: Input tag 'unet' found using 'name'", "'fi_varnet'"]),
     (MRI, ["stages.recon.model=varnet@epoch=999"], ["stages.recon.model: '@epoch=999' is past the end"]),

@@ -19,11 +19,11 @@ from podium.tasks.mri.augment import (
     affine_matrix,
     apply_transform,
     augment_kspace,
-    crop_or_pad,
     draw_transform,
     translate,
     warp,
 )
+from podium.tasks.mri.fft import crop_or_pad
 
 CFG = AugmentConfig()
 SCHEDULES = ("constant", "ramp", "exp")

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -15,11 +16,16 @@ from rich.console import Console
 
 import podium
 from podium.engine.seeding import SampleKey
+from podium.errors import ConfigError
+from podium.metrics.ssim import foreground_mask
 from podium.recipe import load_recipe
+from podium.registry import get_task
+from podium.tasks.mri import MriTrain
 from podium.tasks.mri.augment import GEEKSEEK, AugmentConfig
 from podium.tasks.mri.data import scan_snu
 from podium.tasks.mri.dataset import Augmentation, SliceDataset
 from podium.tasks.mri.fft import as_complex, center_crop, ifft2c, rss
+from podium.tasks.mri.losses import ReconstructionLoss
 from podium.tasks.mri.masks import MaskAugmenter, fixed_pattern
 from podium.tasks.mri.synth import synthesize_fastmri
 
@@ -145,3 +151,44 @@ def test_tiny_profile_beats_the_zero_filled_input(tmp_path):
     result = podium.run(RECIPE, [], profile="tiny", store=tmp_path, console=QUIET, report=False)
     score = result.leaderboard["leaderboard"]["recon"]
     assert score["ssim_total"] > score["zero_filled_total"] + 0.1
+
+
+def test_experts_train_on_their_class_only(data):
+    cfg = MriTrain(model={"crop_size": SIZES["target_size"]}, data={"anatomy": "knee", "acceleration": 8})
+    train, val = get_task("mri").datasets(cfg, data, seed=0)
+    assert {(v.anatomy, v.acceleration) for v in train.volumes + val.volumes} == {("knee", 8)}
+    assert len(train.volumes) == 1 and len(val.volumes) == 1
+    with pytest.raises(ConfigError, match=r"no volume in .*train is brain at acc3"):
+        get_task("mri").datasets(MriTrain(model={"crop_size": 32}, data={"anatomy": "brain", "acceleration": 3}),
+                                 data, seed=0)
+
+
+def test_hacker_items_draw_their_acceleration_from_the_item_seed(data):
+    volumes = scan_snu(data / "train")
+    ds = SliceDataset(volumes, "fixed", accelerations=(4, 8))
+    width = volumes[0].width
+    patterns = {4: fixed_pattern(width, 4), 8: fixed_pattern(width, 8)}
+    seen = []
+    for seed in range(20):
+        mask = ds[SampleKey(0, seed, 0)]["mask"].reshape(-1).numpy()
+        acc = next(a for a, p in patterns.items() if np.array_equal(mask, p))
+        seen.append(acc)
+        assert np.array_equal(ds[SampleKey(0, seed, 5)]["mask"].reshape(-1).numpy(), mask)  # the seed decides
+    assert set(seen) == {4, 8}
+
+
+def test_area_weight_is_the_root_of_the_foreground_share_of_the_volumes_largest(data):
+    volumes = scan_snu(data / "train")
+    ds = SliceDataset(volumes, "fixed", foreground=True, area_weight=True)
+    with h5py.File(volumes[0].target_path) as f:
+        targets = torch.from_numpy(f["image_label"][()])
+    areas = [float(foreground_mask(t, volumes[0].anatomy).sum()) for t in targets]
+    for s in range(len(areas)):
+        assert float(ds[s]["area_weight"]) == pytest.approx((areas[s] / max(areas)) ** 0.5, rel=1e-6)
+
+    loss = ReconstructionLoss(ssim=1.0, l1=0.5)
+    x, y = torch.rand(3, 16, 16), torch.rand(3, 16, 16)
+    dr, w = torch.ones(3), torch.tensor([1.0, 0.5, 0.25])
+    by_hand = sum(float(w[i] * loss(x[i : i + 1], y[i : i + 1], dr[i : i + 1])) for i in range(3)) / 3
+    assert float(loss(x, y, dr, weights=w)) == pytest.approx(by_hand, rel=1e-6)
+    assert float(loss(x, y, dr, weights=torch.ones(3))) == pytest.approx(float(loss(x, y, dr)), rel=1e-5)

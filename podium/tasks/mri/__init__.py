@@ -126,7 +126,35 @@ class FeatureVarNetConfig(ModelConfig):
     crop_size: int | tuple[int, int] | None = 384
 
 
-MriModelConfig = Annotated[VarNetConfig | FIVarNetConfig | FeatureVarNetConfig, Field(discriminator="name")]
+class PromptMRConfig(ModelConfig):
+    """PromptMR+ with team sMaRtIfy's configuration (6.01 M parameters); names as in their train.py."""
+
+    name: Literal["promptmr_plus"]
+    num_cascades: int = Field(8, ge=1)
+    n_feat0: int = Field(8, ge=1)
+    feature_dim: tuple[int, int, int] = (24, 32, 40)
+    prompt_dim: tuple[int, int, int] = (8, 16, 24)
+    sens_n_feat0: int = Field(8, ge=1)
+    sens_feature_dim: tuple[int, int, int] = (12, 16, 20)
+    sens_prompt_dim: tuple[int, int, int] = (4, 8, 12)
+    len_prompt: tuple[int, int, int] = (3, 3, 3)
+    prompt_size: tuple[int, int, int] = (16, 8, 4)
+    n_enc_cab: tuple[int, int, int] = (2, 3, 3)
+    n_dec_cab: tuple[int, int, int] = (2, 2, 3)
+    n_skip_cab: tuple[int, int, int] = (1, 1, 1)
+    n_bottleneck_cab: int = Field(3, ge=1)
+    no_use_ca: bool = False
+    reduction: int = Field(2, ge=1)
+    adaptive_input: bool = True
+    n_buffer: int = Field(4, ge=3)
+    n_history: int = Field(3, ge=0)
+    use_sens_adj: bool = True
+    mask_center: bool = True
+    crop_size: int | tuple[int, int] | None = 384
+
+
+MriModelConfig = Annotated[VarNetConfig | FIVarNetConfig | FeatureVarNetConfig | PromptMRConfig,
+                           Field(discriminator="name")]
 
 
 class ScheduleConfig(Strict):
@@ -171,31 +199,51 @@ class MaskConfig(ScheduleConfig):
     """Training masks. ``fixed``: the challenge pattern of each item's acceleration (baseline, "Hacker");
     ``file``: the mask stored in the file; ``helper``: with probability p(epoch) (``robust_probability``
     under the schedule) a mask outside that pattern (equispaced with another start, share
-    ``equispaced_share``, else random). ``duplicate`` lists every slice once per acceleration given
-    (GeekSeek: [4, 8]). Validation always uses the fixed pattern (the stored mask for ``file``)."""
+    ``equispaced_share``, else random). An item's acceleration is its file's, or drawn per item from
+    ``accelerations`` (sMaRtIfy: [4, 8] on fully sampled k-space); ``duplicate`` lists every slice once
+    per acceleration given (GeekSeek: [4, 8]). Validation always uses the fixed pattern of the file's
+    acceleration (the stored mask for ``file``)."""
 
     kind: Literal["fixed", "file", "helper"] = "fixed"
+    accelerations: list[int] = []
     robust_probability: float = Field(1.0, ge=0, le=1)
     equispaced_share: float = Field(0.5, ge=0, le=1)
     center_fraction: float = Field(FIXED_CENTER_FRACTION, gt=0, lt=1)
     duplicate: list[int] = []
     augment: MaskAugmentConfig = MaskAugmentConfig()
 
-    @field_validator("duplicate")
+    @field_validator("duplicate", "accelerations")
     @classmethod
     def _accelerations(cls, value: list[int]) -> list[int]:
         if any(a < 2 for a in value) or len(set(value)) != len(value):
-            raise ValueError(f"duplicate: distinct accelerations >= 2, got {value}")
+            raise ValueError(f"distinct accelerations >= 2, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MaskConfig:
+        if self.duplicate and self.accelerations:
+            raise ValueError("duplicate and accelerations both set the items' accelerations; use one")
+        if self.kind == "file" and (self.duplicate or self.accelerations):
+            raise ValueError("kind 'file' uses each file's own mask and acceleration")
+        return self
 
 
 class LossConfig(Strict):
     """``ssim`` x (1 - SSIM) + ``l1`` x mean |output - target| / data range; with ``foreground`` both on
-    the images times the leaderboard's foreground mask (GeekSeek: ssim 1, l1 1, foreground true)."""
+    the images times the leaderboard's foreground mask (GeekSeek: ssim 1, l1 1, foreground true), and
+    with ``area_weight`` each slice's loss times sqrt(its foreground area / the largest in its volume)
+    (sMaRtIfy: ssim 1, foreground and area_weight true)."""
 
     ssim: float = Field(1.0, ge=0)
     l1: float = Field(0.0, ge=0)
     foreground: bool = False
+    area_weight: bool = False
+
+    @model_validator(mode="after")
+    def _weight_needs_masks(self) -> LossConfig:
+        if self.area_weight and not self.foreground:
+            raise ValueError("area_weight weighs slices by their foreground area: set foreground true")
+        return self
 
 
 class OptimConfig(Strict):
@@ -212,11 +260,19 @@ class OptimConfig(Strict):
 
 
 class MriDataConfig(Strict):
-    """Which folders train and validate. GeekSeek trained on ``[train, val]`` with no validation; the best
-    checkpoint then follows a training metric (``trainer.monitor: train_loss``)."""
+    """Which folders train and validate, and which volumes of them. GeekSeek trained on ``[train, val]``
+    with no validation; the best checkpoint then follows a training metric (``trainer.monitor:
+    train_loss``). ``anatomy`` / ``acceleration`` keep only those volumes (by file name), in training
+    and validation alike: an expert of a mixture trains on its class only."""
 
     train_on: list[Literal["train", "val"]] = ["train"]
     validate_on: Literal["val"] | None = "val"
+    anatomy: Literal["brain", "knee"] | None = None
+    acceleration: int | None = Field(None, ge=2)
+
+    def keep(self, volumes: list) -> list:
+        return [v for v in volumes if (self.anatomy is None or v.anatomy == self.anatomy)
+                and (self.acceleration is None or v.acceleration == self.acceleration)]
 
 
 class MriTrainerConfig(TrainerConfig):
@@ -292,7 +348,7 @@ class MriTask(Task):
     def datasets(self, cfg: MriTrain, data_root: Path, seed: int) -> tuple[SliceDataset, SliceDataset | None]:
         """Train on ``data.train_on`` with the configured masks and augmentation, validate on
         ``data.validate_on`` with deterministic masks (or not at all)."""
-        train = [v for split in cfg.data.train_on for v in scan_snu(data_root / split)]
+        train = _selected(cfg.data, [data_root / split for split in cfg.data.train_on])
         _check_crop(cfg.model.crop_size, train[0])
         m = cfg.mask
         epochs = m.max_epochs or cfg.trainer.max_epochs
@@ -303,12 +359,14 @@ class MriTask(Task):
                                        max_epochs=epochs, exp_decay=m.exp_decay)
         augmentation = Augmentation(cfg.augment if cfg.augment.p_max > 0 else None, m.augment.augmenter(),
                                     cfg.trainer.max_epochs)
-        foreground = cfg.loss.foreground
-        train_ds = SliceDataset(train, m.kind, helper, augmentation, m.duplicate, foreground)
+        loss = cfg.loss
+        train_ds = SliceDataset(train, m.kind, helper, augmentation, m.duplicate, loss.foreground, loss.area_weight,
+                                m.accelerations)
         if cfg.data.validate_on is None:
             return train_ds, None
-        val = scan_snu(data_root / cfg.data.validate_on)
-        return train_ds, SliceDataset(val, "file" if m.kind == "file" else "fixed", foreground=foreground)
+        val = _selected(cfg.data, [data_root / cfg.data.validate_on])
+        return train_ds, SliceDataset(val, "file" if m.kind == "file" else "fixed", foreground=loss.foreground,
+                                      area_weight=loss.area_weight)
 
     def module(self, cfg: MriTrain) -> MriModule:
         return MriModule(cfg)
@@ -338,6 +396,17 @@ class MriTask(Task):
             "inference_s": timing["seconds"],
             "budget_share": timing["budget_share"],
         }
+
+
+def _selected(data: MriDataConfig, folders: list[Path]) -> list:
+    """The volumes of ``folders`` that ``data.anatomy`` / ``data.acceleration`` keep; none is an error."""
+    volumes = [v for folder in folders for v in scan_snu(folder)]
+    kept = data.keep(volumes)
+    if not kept:
+        raise ConfigError(f"data: no volume in {', '.join(map(str, folders))} is {data.anatomy or 'any anatomy'} "
+                          f"at {f'acc{data.acceleration}' if data.acceleration else 'any acceleration'} "
+                          f"({len(volumes)} volumes)")
+    return kept
 
 
 def _check_crop(crop_size: int | tuple[int, int] | None, volume) -> None:

@@ -32,7 +32,7 @@ from pydantic import Field, NonNegativeFloat
 from torch import Tensor
 
 from podium.recipe import Strict
-from podium.tasks.mri.fft import center_crop, fft2c, ifft2c, rss
+from podium.tasks.mri.fft import center_crop, crop_or_pad, fft2c, ifft2c, rss
 from podium.tasks.mri.masks import schedule_probability
 
 Interpolation = Literal["bilinear", "bicubic"]
@@ -271,15 +271,6 @@ def apply_transform(images: Tensor, t: Transform, cfg: AugmentConfig) -> Tensor:
             images[None], size=size, mode=cfg.upsample_interpolation, align_corners=False, antialias=True
         )[0]
     return images
-
-
-def crop_or_pad(x: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Centre crop (fastMRI's offset) or centred zero padding of the last two dims to ``shape``, per axis."""
-    pads = []
-    for size, target in zip(reversed(x.shape[-2:]), reversed(tuple(shape)), strict=True):
-        before = (target - size) // 2 if target >= size else -((size - target) // 2)
-        pads += [before, target - size - before]
-    return F.pad(x, pads)
 
 
 def augment_kspace(

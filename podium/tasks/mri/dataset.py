@@ -14,11 +14,13 @@ and a resumed run sees the same data as an uninterrupted one. In order:
 2. The mask: the challenge's fixed pattern of the item's acceleration (the baseline, the "Hacker"),
    the file's stored mask, or a robust "Helper" mask; then mask augmentation (``mask_augment``) may
    replace it, with probability p(epoch), by a fresh mask of another family at the same acceleration.
-3. ``duplicate`` lists every slice once per listed acceleration (GeekSeek's acc4 + acc8 copies).
+3. The acceleration: the file's, one per copy of the slice (``duplicate``: GeekSeek's acc4 + acc8
+   copies), or drawn per item from ``accelerations`` (sMaRtIfy's Hacker on fully sampled k-space).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,16 +60,18 @@ class Augmentation:
 
 class SliceDataset(torch.utils.data.Dataset):
     """Every slice of ``volumes`` (which must have targets), once per acceleration in ``duplicate`` (or
-    once, at the file's acceleration); items are fetched by :class:`SampleKey` (or a bare index).
+    once); items are fetched by :class:`SampleKey` (or a bare index).
 
     ``mask``: ``fixed`` uses the challenge pattern of the item's acceleration, ``file`` the stored mask,
-    ``helper`` draws from ``helper`` with the sample seed and epoch. ``foreground`` adds the
-    leaderboard's foreground mask of the (augmented) target as ``foreground``.
+    ``helper`` draws from ``helper`` with the sample seed and epoch. An item's acceleration is its
+    copy's (``duplicate``), drawn from ``accelerations`` by the sample seed, or the file's.
+    ``foreground`` adds the leaderboard's foreground mask of the (augmented) target as ``foreground``;
+    ``area_weight`` adds ``area_weight``: sqrt(its foreground area / the largest of its volume's slices).
     """
 
     def __init__(self, volumes: Sequence[MriVolume], mask: MaskKind = "fixed", helper: HelperMaskSampler | None = None,
                  augmentation: Augmentation = Augmentation(), duplicate: Sequence[int] = (),
-                 foreground: bool = False):
+                 foreground: bool = False, area_weight: bool = False, accelerations: Sequence[int] = ()):
         if mask == "helper" and helper is None:
             raise ValueError("mask 'helper' needs a HelperMaskSampler")
         if duplicate and mask == "file":
@@ -82,10 +86,23 @@ class SliceDataset(torch.utils.data.Dataset):
         self.mask = mask
         self.helper = helper
         self.augmentation = augmentation
-        self.foreground = foreground
+        self.foreground = foreground or area_weight
+        self.area_weight = area_weight
+        self.accelerations = tuple(accelerations)
         slices = slice_index(self.volumes)
         self.index = [(v, s, acc) for v, s in slices for acc in (duplicate or [self.volumes[v].acceleration])]
         self.reader = MriReader()
+        self._largest_area: dict[int, float] = {}
+
+    def largest_area(self, v: int) -> float:
+        """The largest foreground area (pixels) among volume ``v``'s un-augmented slices, computed once
+        per process: the leaderboard's morphology on every target slice."""
+        if v not in self._largest_area:
+            volume = self.volumes[v]
+            areas = [float(foreground_mask(torch.from_numpy(self.reader.target(volume, s)), volume.anatomy).sum())
+                     for s in range(volume.num_slices)]
+            self._largest_area[v] = max(max(areas), 1.0)
+        return self._largest_area[v]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -102,6 +119,8 @@ class SliceDataset(torch.utils.data.Dataset):
         key = SampleKey(*key) if isinstance(key, tuple) else SampleKey(key, derive_seed("mri-item", key))
         v, s, acc = self.index[key.index]
         volume = self.volumes[v]
+        if self.accelerations:
+            acc = self.accelerations[np.random.default_rng([key.seed, 0x616363]).integers(len(self.accelerations))]
         kspace = self.reader.kspace(volume, s)
         target = self.reader.target(volume, s)
         aug = self.augmentation
@@ -126,4 +145,6 @@ class SliceDataset(torch.utils.data.Dataset):
         }
         if self.foreground:
             item["foreground"] = foreground_mask(item["target"], volume.anatomy)
+        if self.area_weight:
+            item["area_weight"] = torch.tensor(math.sqrt(float(item["foreground"].sum()) / self.largest_area(v)))
         return item

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 DIMS = (-2, -1)
@@ -57,3 +58,12 @@ def center_crop(x: Tensor, size: int | tuple[int, int]) -> Tensor:
         raise ValueError(f"cannot centre-crop an image of {h} x {w} to {height} x {width}")
     top, left = (h - height) // 2, (w - width) // 2
     return x[..., top : top + height, left : left + width]
+
+
+def crop_or_pad(x: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Centre crop (fastMRI's offset) or centred zero padding of the last two dims to ``shape``, per axis."""
+    pads = []
+    for size, target in zip(reversed(x.shape[-2:]), reversed(tuple(shape)), strict=True):
+        before = (target - size) // 2 if target >= size else -((size - target) // 2)
+        pads += [before, target - size - before]
+    return F.pad(x, pads)

@@ -5,7 +5,8 @@ window, K1 0.01, K2 0.03, sample covariance, valid convolution, ``data_range = a
 sample) without the foreground mask, as fastMRI's ``SSIMLoss`` and the challenge baseline train with
 it: the loss optimises the score with the very same formula. ``ReconstructionLoss`` adds an L1 term
 and, given the leaderboard's foreground masks, scores only the foreground as the leaderboard does
-(GeekSeek's SSIM + L1 loss).
+(GeekSeek's SSIM + L1 loss); given per-slice weights, each slice's loss is weighted (sMaRtIfy's
+sqrt(foreground area / largest area in the volume): small end slices count less).
 """
 
 from __future__ import annotations
@@ -32,17 +33,22 @@ class SSIMLoss(nn.Module):
 
 
 class ReconstructionLoss(nn.Module):
-    """``ssim`` x (1 - SSIM) + ``l1`` x mean |output - target| / data range, on ``output * foreground``
-    and ``target * foreground`` when foreground masks are given."""
+    """``ssim`` x (1 - SSIM) + ``l1`` x mean |output - target| / data range per slice, on ``output *
+    foreground`` and ``target * foreground`` when foreground masks are given, averaged over the batch
+    with ``weights`` (one per slice) when given."""
 
     def __init__(self, ssim: float = 1.0, l1: float = 0.0):
         super().__init__()
         self.ssim_weight, self.l1_weight = ssim, l1
         self.ssim = SSIMLoss()
 
-    def forward(self, output: Tensor, target: Tensor, data_range: Tensor, foreground: Tensor | None = None) -> Tensor:
+    def forward(self, output: Tensor, target: Tensor, data_range: Tensor, foreground: Tensor | None = None,
+                weights: Tensor | None = None) -> Tensor:
         if foreground is not None:
             output, target = output * foreground, target * foreground
+        if weights is not None:
+            return torch.stack([w * self(output[i : i + 1], target[i : i + 1], data_range[i : i + 1])
+                                for i, w in enumerate(weights)]).mean()
         loss = self.ssim_weight * self.ssim(output, target, data_range) if self.ssim_weight else 0.0
         if self.l1_weight:
             per_sample = (output.float() - target.float()).abs().flatten(1).mean(1) / data_range.reshape(-1)

@@ -41,7 +41,7 @@ class MriModule(L.LightningModule):
         return output
 
     def _loss(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
-        return self.loss(output, batch["target"], batch["max_value"], batch.get("foreground"))
+        return self.loss(output, batch["target"], batch["max_value"], batch.get("foreground"), batch.get("area_weight"))
 
     def training_step(self, batch: dict[str, Any], _) -> Tensor:
         output = self._output(batch)

@@ -13,7 +13,7 @@ from torch import nn
 
 from podium.errors import ConfigError
 
-BUILTIN: tuple[str, ...] = ("varnet", "feature_varnet")
+BUILTIN: tuple[str, ...] = ("varnet", "feature_varnet", "promptmr_plus")
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 Factory = TypeVar("Factory", bound=Callable[..., nn.Module])
 

@@ -258,8 +258,7 @@ class FeatureVarNetBlock(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.feature_processor = feature_processor
-        if attention_layer is not None:
-            self.attention_layer = attention_layer
+        self.attention_layer = attention_layer
         self.acceleration = acceleration
         self.use_image_conv = use_extra_feature_conv
         self.dc_weight = nn.Parameter(torch.ones(1))
@@ -290,9 +289,8 @@ class FeatureVarNetBlock(nn.Module):
 
     def forward(self, fi: FeatureImage, features: Tensor) -> Tensor:
         features = self.input_norm(features)
-        prior_input = features if not hasattr(self, "attention_layer") else self.attention_layer(
-            features, self.acceleration)
-        new = features - self.dc_term(fi, features) - self.regulariser(fi, prior_input)
+        attended = features if self.attention_layer is None else self.attention_layer(features, self.acceleration)
+        new = features - self.dc_term(fi, features) - self.regulariser(fi, attended)
         if self.use_image_conv:
             new = self.output_norm(new)
             new = new + self.output_conv(new)
