@@ -29,6 +29,7 @@ MODELS = {
     "fastmri_varnet": ("fastmri", dict(num_cascades=1, chans=9, pools=4, sens_chans=4, sens_pools=4)),
     "fi_varnet": ("fi_varnet", dict(chans=18)),
     "feature_varnet": ("feature_varnet", {}),
+    "promptmr_plus": ("promptmr_plus", {}),
 }
 
 
