@@ -119,8 +119,7 @@ def verify(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: 
                 damaged.append(Damage(name, str(e)))
             bar.advance(task)
         for name, run_, _ in data:
-            root = Path(recipe.data_root) if recipe.data_root is not None else run_.path / "data"
-            problems = run_.check_files(root, deep=True, advance=lambda n: bar.advance(task, n))
+            problems = run_.check_files(runner.data_dir(run_), deep=True, advance=lambda n: bar.advance(task, n))
             damaged += [Damage(name, problem) for problem in problems.values()]
     return total, damaged
 

@@ -163,7 +163,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     lines = []
     for e in err.errors():
         loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        owner, loc = _walk(model, loc[:-1])[0], _walk(model, loc)[1]
+        owner, _ = _walk(model, loc[:-1])
+        _, loc = _walk(model, loc)
         path = ".".join([prefix, *[f"[{p}]" if isinstance(p, int) else str(p) for p in loc]]).strip(".")
         path = path.replace(".[", "[")
         found = e.get("input")

@@ -182,12 +182,16 @@ class Runner:
             return Path(self.recipe.data_root)
         synth = self._synth_stage()
         run = self.runs_of(synth)[0] if synth else None
-        return run.path / "data" if run is not None and run.status == "done" else None
+        return self.data_dir(run) if run is not None and run.status == "done" else None
+
+    def data_dir(self, synth_run: StageRun | None) -> Path:
+        """Where a synth stage's data set lives: the real data root, or its own ``data/``."""
+        return Path(self.recipe.data_root) if self.recipe.data_root is not None else synth_run.path / "data"
 
     def _synth_stage(self) -> str | None:
         return next((n for n in self.recipe.order if self.recipe.stages[n].kind == "synth"), None)
 
-    def check_data(self, repair: bool = True) -> dict[str, str]:
+    def check_data(self) -> dict[str, str]:
         """Check the data set against its synth stage's listing (only files written since they last
         verified are read) before a stage reads it: damaged synthetic files are regenerated and
         verified, damaged real files stop the run. Returns what was repaired (name -> problem)."""
@@ -204,8 +208,6 @@ class Runner:
                 raise DataError(f"{len(damaged)} file(s) of the data set at {root} changed since stage "
                                 f"{node.name!r} recorded them:\n{listing}\nrestore them, or accept the data as "
                                 f"it is now with: podium run RECIPE --force {node.name}")
-            if not repair:
-                raise CorruptFileError(f"{len(damaged)} synthetic data file(s) are damaged:\n{listing}")
             self.console.print(f"[yellow]{node.name}: {len(damaged)} synthetic data file(s) damaged, "
                                f"regenerating them:\n{listing}[/yellow]")
             for rel in damaged:

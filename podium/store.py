@@ -118,7 +118,7 @@ def verify_file(path: str | os.PathLike, expected_sha256: str) -> Path:
 
 def find_damage(root: Path, expected: dict[str, list], stamps: dict[str, list] | None = None,
                 advance: Callable[[int], Any] | None = None) -> tuple[dict[str, str], dict[str, list]]:
-    """Check files under ``root`` against ``expected`` (relative name -> [size or None, sha256]).
+    """Check files under ``root`` against ``expected`` (relative name -> [size, sha256]).
 
     A file whose [size, mtime_ns] equals its entry in ``stamps`` verified before and was not written
     since: it is not read again, so checking a large data set before every run costs a ``stat`` per
@@ -137,7 +137,7 @@ def find_damage(root: Path, expected: dict[str, list], stamps: dict[str, list] |
             damaged[rel] = f"{path}: missing (recorded with sha256 {digest[:12]}...)"
             continue
         stamp = [st.st_size, st.st_mtime_ns]
-        if size is not None and st.st_size != size:
+        if st.st_size != size:
             damaged[rel] = f"{path}: {st.st_size} bytes, recorded with {size}; the file is truncated or replaced"
         elif stamps.get(rel) == stamp:
             good[rel] = stamp
@@ -166,19 +166,24 @@ def find_damage(root: Path, expected: dict[str, list], stamps: dict[str, list] |
     return dict(sorted(damaged.items())), good
 
 
-def listing(root: Path, files: Iterable[Path], advance: Callable[[int], Any] | None = None) -> dict[str, list]:
-    """Relative name -> [size, sha256] of ``files`` under ``root``, in name order (hashed on a few threads)."""
+def listing(root: Path, files: Iterable[Path],
+            advance: Callable[[int], Any] | None = None) -> tuple[dict[str, list], dict[str, list]]:
+    """(relative name -> [size, sha256], relative name -> [size, mtime_ns]) of ``files`` under ``root``, in
+    name order, hashed on a few threads. Each file's stat is taken before it is read, so a write during
+    the hashing changes its mtime and makes the next check read it again."""
     rels = sorted(Path(f).relative_to(root).as_posix() for f in files)
 
-    def digest(rel: str) -> str:
+    def entry(rel: str) -> tuple[os.stat_result, str]:
+        st = (root / rel).stat()
         found = sha256_file(root / rel)
         if advance:
             advance(1)
-        return found
+        return st, found
 
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        digests = list(pool.map(digest, rels))
-    return {rel: [(root / rel).stat().st_size, d] for rel, d in zip(rels, digests, strict=True)}
+        entries = list(pool.map(entry, rels))
+    return ({rel: [st.st_size, digest] for rel, (st, digest) in zip(rels, entries, strict=True)},
+            {rel: [st.st_size, st.st_mtime_ns] for rel, (st, _) in zip(rels, entries, strict=True)})
 
 
 def canonical_json(obj: Any) -> str:
@@ -295,11 +300,11 @@ class StageRun:
 
     def record_files(self, root: Path, files: Iterable[Path], advance: Callable[[int], Any] | None = None) -> int:
         """Record a data set (every file, its size and sha256) as this stage's listing, an output."""
-        entries = listing(root, files, advance)
+        entries, stamps = listing(root, files, advance)
         write_json(self.path / FILES, entries)
         self.record_outputs([FILES])
         if self.writer:
-            write_json(self.path / STAMPS, find_damage(root, entries)[1])
+            write_json(self.path / STAMPS, stamps)
         return len(entries)
 
     def listed_files(self) -> dict[str, list]:

@@ -103,7 +103,7 @@ class MaskTask(Task):
 
     def synth(self, cfg: MaskSynth, out_dir: Path, seed: int) -> None:
         synthesize_mask(out_dir, cfg.num_people, cfg.num_eval_people, seed, cfg.width, cfg.height,
-                               cfg.old_fraction, cfg.female_fraction, cfg.workers)
+                        cfg.old_fraction, cfg.female_fraction, cfg.workers)
 
     def check_data(self, root: Path) -> list[Path]:
         return MaskLayout(root).data_files()

@@ -305,8 +305,8 @@ class MaskLayout:
         self.eval_ids()
 
     def data_files(self) -> list[Path]:
-        """Every file of the data set: the CSVs, each person's seven photos and the eval images."""
-        self.validate()
+        """Every file of the data set: the CSVs, each person's seven photos and the eval images (reading them
+        validates the layout as :meth:`validate` does)."""
         csvs = [p for p in (self.train_csv, self.info_csv, self.answers_csv) if p.is_file()]
         photos = [p for person in self.people() for p in self.photos(person).values()]
         return csvs + photos + [self.eval_images / image_id for image_id in self.eval_ids()]

@@ -46,11 +46,14 @@ class ReconstructionLoss(nn.Module):
                 weights: Tensor | None = None) -> Tensor:
         if foreground is not None:
             output, target = output * foreground, target * foreground
-        if weights is not None:
-            return torch.stack([w * self(output[i : i + 1], target[i : i + 1], data_range[i : i + 1])
-                                for i, w in enumerate(weights)]).mean()
-        loss = self.ssim_weight * self.ssim(output, target, data_range) if self.ssim_weight else 0.0
+        if weights is None:  # the batch's SSIM map as one mean, as fastMRI's SSIMLoss (and the baselines) take it
+            loss = self.ssim_weight * self.ssim(output, target, data_range) if self.ssim_weight else 0.0
+            return loss + self.l1_weight * self._l1(output, target, data_range).mean() if self.l1_weight else loss
+        per_slice = self.ssim_weight * (1 - ssim_map(output, target, data_range).flatten(1).mean(1))
         if self.l1_weight:
-            per_sample = (output.float() - target.float()).abs().flatten(1).mean(1) / data_range.reshape(-1)
-            loss = loss + self.l1_weight * per_sample.mean()
-        return loss
+            per_slice = per_slice + self.l1_weight * self._l1(output, target, data_range)
+        return (weights * per_slice).mean()
+
+    @staticmethod
+    def _l1(output: Tensor, target: Tensor, data_range: Tensor) -> Tensor:
+        return (output.float() - target.float()).abs().flatten(1).mean(1) / data_range.reshape(-1)
