@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import csv
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from podium.errors import DataError
+from podium.engine.metrics_log import Comparison, compare_epochs, read_epochs
+from podium.errors import DataError, LaunchRequired
 from podium.recipe import Recipe, load_recipe
 from podium.runner import Runner, StageOutcome
 from podium.store import RunStore
+
+if TYPE_CHECKING:
+    from podium.report import RunView
+
+REPORT = "report.html"
+REPORT_CACHE = ".report-cache"  # a dot: no stage can have that name
 
 
 @dataclass
@@ -52,7 +60,15 @@ def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str
     recipe = _as_recipe(recipe, profile, overrides)
     store = _as_store(store)
     runner = Runner(recipe, store, console)
-    outcomes = runner.run(only=only, force=force, member=member)
+    try:
+        outcomes = runner.run(only=only, force=force, member=member)
+    except LaunchRequired:
+        raise
+    except Exception:
+        # the report shows which stage failed; a recipe refused before any stage ran leaves nothing written
+        if report and (store.root / recipe.name).is_dir():
+            _run_report(runner)
+        raise
     result = RunResult(recipe, store, outcomes)
     for name in recipe.order:
         node = recipe.stages[name]
@@ -65,12 +81,74 @@ def run(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str
             result.leaderboard[name] = json.loads(run_.output("metrics.json").read_text())
         elif node.kind == "submit":
             result.submission = run_.output(node.config.filename)
-    if report and runner.world.is_zero:
-        from podium.report import write_report
-
-        result.report = write_report(recipe, store.root / recipe.name, stage_statuses(runner),
-                                     {name: runner.runs_of(name) for name in recipe.order})
+    if report:
+        result.report = _run_report(runner)
     return result
+
+
+def _view(runner: Runner, label: str) -> RunView:
+    from podium.report import RunView
+
+    names = runner.recipe.order
+    return RunView(label, runner.recipe, stage_statuses(runner), {n: runner.runs_of(n) for n in names},
+                   runner.data_root(), runner.store.root / runner.recipe.name / REPORT_CACHE)
+
+
+def _run_report(runner: Runner) -> Path | None:
+    """The report after a run, by rank 0. Drawing it never fails the run: a part that cannot be drawn is a
+    note in the report and a warning, and a report that cannot be written at all is a warning."""
+    if not runner.world.is_zero:
+        return None
+    from podium.report import write_report
+
+    def warn(message: str) -> None:
+        runner.console.print(f"[yellow]warning: {escape(message)}[/yellow]")
+
+    try:
+        return write_report(_view(runner, runner.recipe.name), runner.store.root / runner.recipe.name / REPORT,
+                            warn=warn)
+    except Exception as e:  # exit codes are the stages': a report is never a reason to fail a run
+        warn(f"the report could not be written: {type(e).__name__}: {e}")
+        return None
+
+
+def report(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str | None = None,
+           store: str | Path | RunStore | None = None, other: str | Path | None = None,
+           other_profile: str | None = None, out: str | Path | None = None,
+           console: Console | None = None) -> Path:
+    """Write a recipe's report from its run store, running nothing; ``runs/<recipe>/report.html`` unless
+    ``out``. With ``other`` (a second recipe file, or a run store holding the same recipe) or
+    ``other_profile`` (the same recipe under another profile), the two runs side by side in
+    ``report-vs-<other>.html``: curves overlaid, both scores, the first epoch at which they differ.
+    ``overrides`` apply to both runs unless ``other`` is another recipe."""
+    from podium.report import write_report
+
+    console = console or Console()
+    a = Runner(_as_recipe(recipe, profile, overrides), _as_store(store), console)
+    root = a.store.root / a.recipe.name
+
+    def warn(message: str) -> None:
+        console.print(f"[yellow]warning: {escape(message)}[/yellow]")
+
+    if other is None and other_profile is None:
+        return write_report(_view(a, a.recipe.name), Path(out) if out else root / REPORT, warn=warn)
+    same = other is None or Path(other).is_dir()  # the same recipe, in another store or profile
+    source = (a.recipe.source if isinstance(recipe, Recipe) else recipe) if same else other
+    b = Runner(load_recipe(source, other_profile or profile, overrides if same else ()),
+               RunStore(other) if other is not None and same else a.store, console)
+    la, lb = _labels(a, b)
+    path = Path(out) if out else root / f"report-vs-{re.sub(r'[^A-Za-z0-9._-]+', '-', lb).strip('-')}.html"
+    return write_report(_view(a, la), path, other=_view(b, lb), warn=warn)
+
+
+def _labels(a: Runner, b: Runner) -> tuple[str, str]:
+    """Short names that tell two runs apart: their recipes' (names, files), profiles' or stores'."""
+    for pick in (lambda r: r.recipe.name, lambda r: Path(r.recipe.source or "").stem,
+                 lambda r: r.recipe.profile or "no profile",
+                 lambda r: r.store.root.name, lambda r: str(r.store.root)):
+        if pick(a) != pick(b):
+            return pick(a), pick(b)
+    return "A", "B"
 
 
 def check(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: str | None = None,
@@ -187,15 +265,6 @@ def stage_statuses(runner: Runner) -> list[StageStatus]:
     return rows
 
 
-@dataclass
-class Comparison:
-    metrics: list[str]
-    first_difference: dict[str, int | None]
-    max_abs_difference: dict[str, float]
-    epochs: int
-    rows: list[tuple[int, dict[str, float], dict[str, float]]]
-
-
 def _metrics_csv(path: Path) -> Path:
     path = Path(path)
     candidate = path / "logs" / "metrics.csv" if path.is_dir() else path
@@ -204,33 +273,6 @@ def _metrics_csv(path: Path) -> Path:
     return candidate
 
 
-def _read_epochs(path: Path) -> dict[int, dict[str, float]]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "epoch" not in reader.fieldnames:
-            raise DataError(f"{path}: expected a column 'epoch'; found {reader.fieldnames}")
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                out[int(float(row["epoch"]))] = {k: float(v) for k, v in row.items() if k != "epoch" and v}
-            except ValueError as e:
-                raise DataError(f"{path}:{line}: not a number ({e})") from None
-        return out
-
-
 def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
     """Two runs' per-epoch metrics: the first epoch where each metric differs and the max |difference|."""
-    a, b = _read_epochs(_metrics_csv(run_a)), _read_epochs(_metrics_csv(run_b))
-    epochs = sorted(set(a) & set(b))
-    metrics = [m for m in dict.fromkeys(k for e in epochs for k in a[e]) if all(m in b[e] for e in epochs)]
-    first: dict[str, int | None] = dict.fromkeys(metrics)
-    worst = dict.fromkeys(metrics, 0.0)
-    for e in epochs:
-        for m in metrics:
-            if m not in a[e] or m not in b[e]:
-                continue
-            diff = abs(a[e][m] - b[e][m])
-            worst[m] = max(worst[m], diff)
-            if diff != 0 and first[m] is None:
-                first[m] = e
-    return Comparison(metrics, first, worst, len(epochs), [(e, a[e], b[e]) for e in epochs])
+    return compare_epochs(read_epochs(_metrics_csv(run_a)), read_epochs(_metrics_csv(run_b)))

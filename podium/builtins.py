@@ -5,7 +5,20 @@ The stage kinds register on import; the tasks are declared, and imported when a 
 """
 
 from podium import registry
-from podium.stages import ensemble, evaluate, predict, search, soup, submit, synth, train  # noqa: F401
+from podium.stages import (  # noqa: F401
+    collect,
+    ensemble,
+    evaluate,
+    extract,
+    predict,
+    regress,
+    search,
+    soup,
+    submit,
+    synth,
+    train,
+)
 
 for _task in ("multilabel", "mri", "mask", "iqa"):
     registry.declare_task(_task, f"podium.tasks.{_task}")
+registry.declare_task("mri_router", "podium.tasks.mri.router")

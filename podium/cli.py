@@ -109,6 +109,37 @@ def compare(run_a: Path = typer.Argument(..., help="A train stage directory or m
 
 
 @app.command()
+def report(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file"),
+    args: list[str] = typer.Argument(None, help="OTHER, a second recipe or a run store of this recipe to compare "
+                                     "with, and/or dotlist overrides (KEY=VALUE)"),
+    profile: str = Profile,
+    other_profile: str = typer.Option(None, "--other-profile", help="Profile of OTHER (default --profile); "
+                                      "without OTHER: this recipe under that profile"),
+    store: Path = Store,
+    out: Path = typer.Option(None, "--out", help="Write here instead of the run store"),
+    open_: bool = typer.Option(False, "--open", help="Open the report in a browser"),
+) -> None:
+    """Write RECIPE's report (runs/<recipe>/report.html) from its run store, running nothing; with OTHER or
+    --other-profile, the two runs side by side (curves overlaid, first epoch at which they differ).
+
+    Example: podium report recipes/dirty-mnist.yaml --profile tiny --open
+             podium report recipes/mask-soup.yaml other-runs/ --profile tiny
+             podium report recipes/fastmri-varnet.yaml recipes/fastmri-feature-varnet.yaml --profile tiny
+    """
+    import webbrowser
+
+    overrides = [a for a in args or [] if "=" in a]
+    others = [a for a in args or [] if "=" not in a]
+    if len(others) > 1:
+        raise typer.BadParameter(f"one run to compare with, got {len(others)}: {', '.join(others)}")
+    path = api.report(recipe, overrides, profile, store, others[0] if others else None, other_profile, out, console)
+    console.print(f"report: {path}")
+    if open_:
+        webbrowser.open(path.absolute().as_uri())
+
+
+@app.command()
 def verify(recipe: Path = typer.Argument(..., help="Recipe YAML file"), overrides: list[str] = Overrides,
            profile: str = Profile, stage: list[str] = typer.Option([], "--stage", help="Only this stage (repeatable)"),
            store: Path = Store) -> None:

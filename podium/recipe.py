@@ -27,7 +27,7 @@ from podium.registry import get_task, stage_kind, stage_kinds
 
 # the plugin every recipe loads first: podium's own stage kinds and tasks register like anyone's
 BUILTINS = "podium.builtins"
-_REF = re.compile(r"^(?P<stage>[A-Za-z_][\w-]*)(?:@(?P<sel>[^@]*))?$")
+_REF = re.compile(r"^(?P<stage>[A-Za-z_][\w-]*)(?:\[(?P<member>\d+)\])?(?:@(?P<sel>[^@]*))?$")
 
 
 class Strict(BaseModel):
@@ -38,29 +38,33 @@ class Strict(BaseModel):
 
 @dataclass(frozen=True)
 class Ref:
-    """A reference to another stage's output: ``name``, ``name@best``, ``name@last``, ``name@epoch=N``."""
+    """A reference to another stage's output: ``name``, ``name@best``, ``name@last``, ``name@epoch=N``;
+    ``name[i]@...`` is member ``i`` of a sweep."""
 
     stage: str
     select: str = "best"
     epoch: int | None = None
+    member: int | None = None
 
     @classmethod
     def parse(cls, text: str, path: str) -> Ref:
         m = _REF.match(str(text))
         if not m:
             raise ConfigError(f"{path}: {text!r} is not a stage reference (expected 'stage', "
-                              "'stage@best', 'stage@last' or 'stage@epoch=N')")
-        sel = m.group("sel")
+                              "'stage@best', 'stage@last', 'stage@epoch=N' or 'stage[member]@...')")
+        sel, member = m.group("sel"), m.group("member")
+        member = int(member) if member is not None else None
         if sel is None or sel in ("best", "last"):
-            return cls(m.group("stage"), sel or "best")
+            return cls(m.group("stage"), sel or "best", member=member)
         ep = re.fullmatch(r"epoch=(\d+)", sel)
         if not ep or int(ep.group(1)) < 1:
             raise ConfigError(f"{path}: bad selector '@{sel}' in {text!r} (expected @best, @last or "
                               "@epoch=N with N >= 1)")
-        return cls(m.group("stage"), "epoch", int(ep.group(1)))
+        return cls(m.group("stage"), "epoch", int(ep.group(1)), member)
 
     def __str__(self) -> str:
-        return self.stage + (f"@epoch={self.epoch}" if self.select == "epoch" else f"@{self.select}")
+        member = f"[{self.member}]" if self.member is not None else ""
+        return self.stage + member + (f"@epoch={self.epoch}" if self.select == "epoch" else f"@{self.select}")
 
 
 class StageConfig(Strict):
@@ -314,6 +318,10 @@ def _check_refs(stages: dict[str, StageNode], broken: Sequence[str]) -> list[str
                                 f"(stages: {', '.join(names)})")
                 continue
             target = stages[ref.stage]
+            if ref.member is not None and ref.member >= len(target.configs):
+                problems.append(f"{where}: {ref.stage!r} has {len(target.configs)} member(s); "
+                                f"expected an index 0..{len(target.configs) - 1} in {str(ref)!r}")
+                continue
             if kinds and target.kind not in kinds:
                 problems.append(f"{where}: {ref.stage!r} is a {target.kind} stage; expected a stage of "
                                 f"kind {' or '.join(kinds)}")

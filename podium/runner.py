@@ -123,11 +123,13 @@ class StageContext:
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]{self.name}: warning:[/yellow] {message}")
 
-    def upstream_run(self, stage: str) -> StageRun:
+    def upstream_run(self, stage: str, member: int | None = None) -> StageRun:
         runs = self.upstream[stage]
+        if member is not None:
+            return runs[member]
         if len(runs) != 1:
-            raise ConfigError(f"stages.{self.name}: {stage!r} is a sweep of {len(runs)} members; "
-                              "point at one member through a soup or an ensemble stage")
+            raise ConfigError(f"stages.{self.name}: {stage!r} is a sweep of {len(runs)} members; point at "
+                              f"one as {stage}[i], or combine them through a soup or an ensemble stage")
         return runs[0]
 
     def checkpoint(self, ref: Ref) -> tuple[Path, StageConfig]:
@@ -136,9 +138,26 @@ class StageContext:
 
         if self.recipe.stages[ref.stage].kind not in CHECKPOINT_KINDS:
             raise ConfigError(f"stages.{self.name}: {ref} does not name a stage with checkpoints")
-        run = self.upstream_run(ref.stage)
+        run = self.upstream_run(ref.stage, ref.member)
         path = select_checkpoint(run, ref.select, ref.epoch)
         return path, self.trained_config(run)
+
+    def model(self, ref: Ref) -> tuple[Any, StageConfig]:
+        """The pure ``nn.Module`` a reference names, with its checkpoint's weights, in eval mode, and the
+        train config that built it (a collected model is rebuilt from its parts' configs)."""
+        from podium.engine.checkpoint import load_checkpoint
+        from podium.ensemble.experts import COLLECTED
+        from podium.stages.predict import load_model
+
+        path, cfg = self.checkpoint(ref)
+        ckpt = load_checkpoint(path)
+        if COLLECTED not in ckpt:
+            return load_model(get_task(self.recipe.stages[ref.stage].task), cfg, ckpt["state_dict"]), cfg
+        from podium.stages.collect import assemble
+
+        module = assemble(self, ckpt[COLLECTED])
+        module.load_state_dict(ckpt["state_dict"])
+        return module.eval(), cfg
 
     def trained_config(self, run: StageRun) -> StageConfig:
         """The train config that built a run's weights, as its manifest recorded it: with a search's best

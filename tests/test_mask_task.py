@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 
 import podium.api as api
-from podium.engine.checkpoint import select_checkpoint
+from podium.engine.checkpoint import load_checkpoint, select_checkpoint
 from podium.ensemble.predictions import Predictions
 from podium.errors import ConfigError
 from podium.stages.predict import load_model
@@ -82,7 +82,8 @@ def test_end_to_end_scores_and_training_metrics(result: api.RunResult):
 def test_heldout_score_matches_the_val_evaluation(result: api.RunResult):
     task = get_task("mask")
     train_cfg = result.recipe.stages["vit"].config
-    model = load_model(task, train_cfg, select_checkpoint(StageRun(_stage_dir(result, "vit")), "best"))
+    path = select_checkpoint(StageRun(_stage_dir(result, "vit")), "best")
+    model = load_model(task, train_cfg, load_checkpoint(path)["state_dict"])
     score = task.heldout_score(model, train_cfg, _stage_dir(result, "data") / "data")
     assert score == pytest.approx(result.leaderboard["score"]["pred_val"]["macro_f1"])
 
@@ -136,3 +137,16 @@ def test_warmup_then_cosine_per_step():
     assert warmup_cosine(12, 4, 20) == pytest.approx(0.5)
     assert warmup_cosine(20, 4, 20) == pytest.approx(0.0, abs=1e-12)
     assert warmup_cosine(0, 0, 10) == pytest.approx(1.0)
+
+
+def test_report_shows_the_confusion_matrix_f1_and_misclassified_photos(result: api.RunResult):
+    from .test_report import assert_self_contained
+
+    text = api.report(result.recipe, store=result.store).read_text()
+    page = assert_self_contained(text)
+    assert page.items() == {"heatmap": 1, "bars": 1, "imagegrid": 1}
+    scores = result.leaderboard["score"]
+    best = max((m["macro_f1"], p) for p, m in scores.items())[1]
+    assert f"{best}: the best predictions score scored" in text
+    assert 0 < page.tiles() <= 18 and page.tiles() == text.count("class='tile flagged'"), "misclassified photos only"
+

@@ -219,3 +219,17 @@ def test_check_data_names_what_is_missing(data, tmp_path):
     shutil.rmtree(copy / "leaderboard")
     with pytest.raises(DataError, match="leaderboard"):
         get_task("mri").check_data(copy)
+
+
+def test_report_shows_slices_ssim_per_volume_and_the_time_budget(pipeline: podium.api.RunResult):
+    from .test_report import assert_self_contained
+
+    text = podium.api.report(pipeline.recipe, store=pipeline.store, console=Console(quiet=True)).read_text()
+    page = assert_self_contained(text)
+    # a grid per acceleration x anatomy, the strip of volume SSIMs, the reconstruction time against 3,600 s
+    assert page.items() == {"imagegrid": 4, "strip": 1, "bars": 1}
+    assert page.tiles() == 4 * 2 * 5, "two slices of 3, each: zero-filled, reconstruction, target, |error|, mask"
+    assert "zero-filled · SSIM" in text and "foreground · " in text and "challenge budget: 3600" in text
+    assert '"text":"zero-filled input: ' in text, "the zero-filled baseline is a line on the leaderboard"
+    assert list((pipeline.run_dir / ".report-cache").glob("mri-volume-ssim-*.json")), "volume SSIMs are kept"
+

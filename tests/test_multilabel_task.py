@@ -1,5 +1,6 @@
 """The dirty-MNIST recipe end to end at toy size: real loaders, TTA, ensemble, leaderboard, submission."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from podium.ensemble.predictions import load_predictions
 from podium.errors import ConfigError, DataError
 from podium.recipe import load_recipe
 from podium.tasks.multilabel.data import LETTERS
+
+from .test_report import CHROMIUM, assert_renders, assert_self_contained
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "dirty-mnist.yaml"
 MODELS = ("effnet_m512", "effnet_m256", "effnet_m64", "effnet_l", "effnet_s")
@@ -41,7 +44,19 @@ def test_leaderboard_has_every_model_and_the_ensemble(result):
     for scores in board.values():
         assert 0.0 <= scores["exact_match"] <= scores["accuracy"] <= 1.0
         assert set(scores["per_letter"]) == set(LETTERS)
-    assert result.report.is_file() and "Leaderboard: leaderboard" in result.report.read_text()
+    assert result.report.is_file() and "<h3 id='stage-leaderboard'>" in result.report.read_text()
+
+
+def test_report_shows_leaderboard_images_with_their_letters(result, tmp_path):
+    text = result.report.read_text()
+    page = assert_self_contained(text)
+    assert page.items() == {"imagegrid": 1, "bars": 1}, "one picture per item: the image grid, accuracy per letter"
+    assert page.tiles() == 24 and "class='tile flagged'" in text
+    best = max((m["accuracy"], p) for p, m in result.leaderboard["leaderboard"].items())[1]
+    assert f"{best}: the best predictions leaderboard scored" in text, "the grid shows the best-scored predictions"
+    assert re.search(r'"text":"all zeros: 0\.\d+"', text), "the all-zeros baseline is a line on the leaderboard"
+    if CHROMIUM:
+        assert_renders(result.report, tmp_path)
 
 
 def test_ensemble_is_the_weighted_mean_of_its_inputs(result):

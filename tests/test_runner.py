@@ -168,6 +168,44 @@ def test_sweep_members_run_alone_and_init_from_epoch(tiny_recipe, tmp_path):
     assert_same_weights(fit_e3, warm)
 
 
+def test_init_state_full_continues_a_run_from_its_epoch(tiny_recipe, tmp_path):
+    """A restart from epoch N (sMaRtIfy's "resume at epoch 20") carries the optimizer, scheduler and epoch
+    counter: the continued stage ends where the original did, bit for bit."""
+    store = tmp_path / "s"
+    text = tiny_recipe.read_text().replace(
+        "  pred: {kind: predict, model: fit@best}",
+        "  contd: {kind: train, init: fit@epoch=3, init_state: full, trainer: {max_epochs: 6, batch_size: 32}}\n"
+        "  pred: {kind: predict, model: fit@best}")
+    tiny_recipe.write_text(text)
+    run(tiny_recipe, store, only=["data", "fit", "contd"])
+    assert_same_weights(weights(store, "fit", "epoch=6"), weights(store, "contd", "epoch=6"))
+    assert "epoch=3" not in manifest(store, "contd")["checkpoints"]
+    assert metrics_rows(store, "contd") == metrics_rows(store, "fit")[3:]
+
+
+def test_a_sweep_initialised_from_a_sweep_pairs_the_members(tiny_recipe, tmp_path):
+    store = tmp_path / "s"
+    text = tiny_recipe.read_text().replace(
+        "  pred: {kind: predict, model: fit@best}",
+        "  sweep: {kind: train, members: {seed: [1, 2]}, trainer: {max_epochs: 2}}\n"
+        "  again: {kind: train, init: sweep@last, members: {seed: [1, 2]}, lr: 0.0, trainer: {max_epochs: 1}}\n"
+        "  one: {kind: train, init: 'sweep[1]@epoch=1', lr: 0.0, trainer: {max_epochs: 1}}\n"
+        "  pred: {kind: predict, model: 'sweep[0]@last'}")
+    tiny_recipe.write_text(text)
+    run(tiny_recipe, store, only=["data", "sweep", "again", "one", "pred"])
+    runs = {stage: sorted((store / "tiny" / stage).glob("*/manifest.json")) for stage in ("sweep", "again")}
+
+    def member_weights(stage: str, member: int, key: str) -> dict:
+        (path,) = [p for p in runs[stage] if json.loads(p.read_text())["member"] == member]
+        entry = json.loads(path.read_text())["checkpoints"][key]
+        return torch.load(path.parent / entry["file"], weights_only=True)["state_dict"]
+
+    for member in (0, 1):
+        assert_same_weights(member_weights("sweep", member, "epoch=2"), member_weights("again", member, "epoch=1"))
+    assert_same_weights(member_weights("sweep", 1, "epoch=1"), weights(store, "one", "epoch=1"))
+    assert manifest(store, "pred")["config"]["model"] == "sweep[0]@last"
+
+
 def test_compare_reports_first_differing_epoch(tiny_recipe, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     run(tiny_recipe, a, "stages.fit.trainer.max_epochs=3", only=["data", "fit"])

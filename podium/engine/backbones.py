@@ -52,3 +52,15 @@ def create_timm_model(
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
+
+
+def backbone_tokens(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``(batch, tokens, dim)`` from a timm backbone's ``forward_features``, final norm included.
+
+    Swin's NHWC grid and a CNN's NCHW map are flattened row-major (Swin-L at 384 px: 12 x 12 -> 144
+    tokens of 1536, in the order ExpansionNet's own Swin gives them); a ViT's sequence is kept as is.
+    """
+    x = model.forward_features(images)
+    if x.ndim == 4:
+        x = x.flatten(1, 2) if getattr(model, "output_fmt", "NCHW") == "NHWC" else x.flatten(2).transpose(1, 2)
+    return x

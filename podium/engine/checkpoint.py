@@ -107,6 +107,7 @@ class PodiumCheckpoint(Checkpoint):
         self.on_epoch = on_epoch
         self.best_score: float | None = None
         self._pending_best: dict[str, Any] | None = None
+        self._epoch_lr: dict[str, float] = {}
 
     @property
     def state_key(self) -> str:
@@ -156,13 +157,16 @@ class PodiumCheckpoint(Checkpoint):
         if not (trainer.sanity_checking or self._epoch_metric or self.monitor not in trainer.callback_metrics):
             self._judge(trainer, at_epoch_end=False)
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_lr = _learning_rate(trainer)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._epoch_metric and self.monitor in trainer.callback_metrics:
             self._judge(trainer, at_epoch_end=True)
         epoch = trainer.current_epoch + 1
         metrics = {k: float(_across_ranks(trainer, k, v)) for k, v in sorted(trainer.callback_metrics.items())
                    if v.numel() == 1}
-        row = {"epoch": epoch, "step": trainer.global_step, **metrics}
+        row = {"epoch": epoch, "step": trainer.global_step, **metrics, **self._epoch_lr}
         if trainer.is_global_zero:
             self.table.append(row)
             if self.on_epoch:
@@ -181,6 +185,12 @@ class PodiumCheckpoint(Checkpoint):
             if not _referenced(manifest, entry["file"]):
                 (self.run.path / entry["file"]).unlink(missing_ok=True)
         self.run.write_manifest(manifest)
+
+
+def _learning_rate(trainer) -> dict[str, float]:
+    """``lr``: the first parameter group's learning rate as the epoch starts, the rate an epoch-interval
+    schedule trains it with (by the epoch's end the scheduler has already stepped); the report plots it."""
+    return {"lr": float(trainer.optimizers[0].param_groups[0]["lr"])} if trainer.optimizers else {}
 
 
 def _across_ranks(trainer, name: str, value):

@@ -1,4 +1,4 @@
-"""A metrics CSV that survives resumes: one row per epoch, exactly once.
+"""A metrics CSV that survives resumes: one row per epoch, exactly once; and two runs' tables compared.
 
 Lightning's CSVLogger deletes an existing metrics.csv when a run resumes. Here the table is rewritten
 atomically after each epoch, and a resume first drops the rows of epochs past the checkpoint it
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podium.errors import DataError
 from podium.store import atomic_write
 
 
@@ -54,3 +56,44 @@ def _number(text: str) -> int | float | str:
         except ValueError:
             pass
     return text
+
+
+def read_epochs(path: Path) -> dict[int, dict[str, float]]:
+    """epoch -> {metric: value} of a metrics CSV; a malformed file is a ``DataError`` naming its line."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "epoch" not in reader.fieldnames:
+            raise DataError(f"{path}: expected a column 'epoch'; found {reader.fieldnames}")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                out[int(float(row["epoch"]))] = {k: float(v) for k, v in row.items() if k != "epoch" and v}
+            except ValueError as e:
+                raise DataError(f"{path}:{line}: not a number ({e})") from None
+        return out
+
+
+@dataclass
+class Comparison:
+    metrics: list[str]
+    first_difference: dict[str, int | None]
+    max_abs_difference: dict[str, float]
+    epochs: int
+    rows: list[tuple[int, dict[str, float], dict[str, float]]]
+
+
+def compare_epochs(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> Comparison:
+    """Two runs' per-epoch metrics: the first epoch where each metric differs and the max |difference|."""
+    epochs = sorted(set(a) & set(b))
+    metrics = [m for m in dict.fromkeys(k for e in epochs for k in a[e]) if all(m in b[e] for e in epochs)]
+    first: dict[str, int | None] = dict.fromkeys(metrics)
+    worst = dict.fromkeys(metrics, 0.0)
+    for e in epochs:
+        for m in metrics:
+            if m not in a[e]:
+                continue
+            diff = abs(a[e][m] - b[e][m])
+            worst[m] = max(worst[m], diff)
+            if diff != 0 and first[m] is None:
+                first[m] = e
+    return Comparison(metrics, first, worst, len(epochs), [(e, a[e], b[e]) for e in epochs])

@@ -14,7 +14,8 @@ import numpy as np
 from podium.errors import DataError
 from podium.store import atomic_path
 
-SCORE_KINDS = ("probs", "logits", "classes")
+# values: one regression output per item (MOS); captions: one text per item (no ensemble averages them)
+SCORE_KINDS = ("probs", "logits", "classes", "values", "captions")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from podium.errors import ConfigError
 from podium.recipe import StageConfig
 from podium.registry import register_stage
 
-PREDICTION_KINDS = ("predict", "ensemble")
+PREDICTION_KINDS = ("predict", "ensemble", "regress")  # stages that write predictions.npz
 
 
 class EnsembleConfig(StageConfig):
@@ -51,6 +51,9 @@ def run(ctx) -> dict:
     preds = [load_predictions(ctx.upstream_run(name).output("predictions.npz")) for name in weights]
     first = preds[0]
     for name, p in zip(weights, preds, strict=True):
+        if p.kind == "captions":
+            raise ConfigError(f"stages.{ctx.name}.inputs.{name}: holds captions, which are not averaged; ensemble "
+                              "caption models inside their predict stage (its task's models: list)")
         if p.split != first.split or not np.array_equal(p.ids, first.ids):
             raise ConfigError(f"stages.{ctx.name}.inputs.{name}: predicts split {p.split!r} with "
                               f"{len(p.ids)} items; expected the same items as {next(iter(weights))!r} "

@@ -74,4 +74,6 @@ def run(ctx) -> dict:
     extras = sorted(p for p in ctx.run.path.rglob("*") if p.is_file() and p.parent != ctx.run.path)
     ctx.run.record_outputs([path, *extras])
     ctx.console.print(leaderboard_table(f"{ctx.recipe.name}: {ctx.name}", scores))
+    for line in ctx.task.leaderboard_notes(scores):
+        ctx.console.print(line)
     return {name: next(iter(m.values())) for name, m in scores.items()}

@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from podium.engine.checkpoint import load_checkpoint
 from podium.ensemble.predictions import Predictions, save_predictions
 from podium.recipe import Ref, StageConfig
 from podium.registry import CHECKPOINT_KINDS, register_stage
+from podium.stages.inputs import bound_config
 
 
 class PredictConfig(StageConfig):
@@ -31,24 +31,25 @@ class PredictConfig(StageConfig):
         return [("model", self.model, CHECKPOINT_KINDS)]
 
 
-def load_model(task, train_cfg, path):
+def load_model(task, train_cfg, state_dict: dict):
     """The pure nn.Module of a task's LightningModule, with a checkpoint's weights, in eval mode."""
     module = task.module(train_cfg)
-    module.load_state_dict(load_checkpoint(path)["state_dict"])
+    module.load_state_dict(state_dict)
     return module.model.eval()
 
 
 @register_stage("predict", PredictConfig)
 def run(ctx) -> dict:
-    path, train_cfg = ctx.checkpoint(Ref.parse(ctx.cfg.model, f"stages.{ctx.name}.model"))
-    model = load_model(ctx.task, train_cfg, path)
-    preds = ctx.task.predict(model, train_cfg, ctx.cfg, ctx.data_root, ctx.run.path)
+    ref = Ref.parse(ctx.cfg.model, f"stages.{ctx.name}.model")
+    model, train_cfg = ctx.model(ref)
+    cfg = bound_config(ctx, ctx.cfg, handled=("model",))
+    preds = ctx.task.predict(model, train_cfg, cfg, ctx.data_root, ctx.run.path)
     if not isinstance(preds, Predictions):
         ctx.run.record_outputs(preds)
-        ctx.info(f"{len(preds)} files written with {path.name} (tta: {ctx.cfg.tta})")
+        ctx.info(f"{len(preds)} files written with {ref} (tta: {ctx.cfg.tta})")
         return {"files": len(preds)}
     files = [save_predictions(ctx.run.path / "predictions.npz", preds),
              *ctx.task.write_predictions(preds, ctx.cfg, ctx.run.path)]
     ctx.run.record_outputs(files)
-    ctx.info(f"{len(preds.ids)} {preds.split} items predicted with {path.name} (tta: {ctx.cfg.tta})")
+    ctx.info(f"{len(preds.ids)} {preds.split} items predicted with {ref} (tta: {ctx.cfg.tta})")
     return {"items": len(preds.ids), "split": preds.split}

@@ -3,11 +3,15 @@
 ``params_from: a_search_stage`` applies that Optuna study's best parameters.
 ``init: other@epoch=N`` warm-starts from another stage's checkpoint: its weights, or with
 ``init_state: full`` also its optimiser, scheduler and loop state (training continues from epoch N up
-to this stage's ``max_epochs``). ``members:`` (handled by the recipe) turns one stage into a sweep.
+to this stage's ``max_epochs``); ``other[i]@...`` names a member of a sweep, and a sweep initialised
+from a sweep of as many members pairs them up. ``members:`` (handled by the recipe) turns one stage
+into a sweep. A task's train config may reference more stages (the IQA captioner's features and
+backbone): the task binds them before the module is built (``stages.inputs``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
@@ -18,8 +22,10 @@ from podium.engine.distributed import SINGLE, World
 from podium.engine.metrics_log import MetricsTable
 from podium.engine.threads import torch_threads
 from podium.engine.trainer import TRAINER_UNHASHED, DataModule, TrainerConfig, build_trainer
+from podium.errors import ConfigError
 from podium.recipe import Ref, StageConfig, validate
 from podium.registry import CHECKPOINT_KINDS, register_stage
+from podium.stages.inputs import bound_config
 from podium.store import StageRun
 
 
@@ -38,7 +44,8 @@ class TrainConfig(StageConfig):
 
 
 def _format_row(row: dict) -> str:
-    vals = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "step"))
+    vals = "  ".join(f"{k}={v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{k}={v:.2e}"
+                     for k, v in row.items() if k not in ("epoch", "step"))
     return f"epoch {row['epoch']}: {vals}"
 
 
@@ -97,6 +104,17 @@ def with_params(cfg: TrainConfig, params: dict, where: str) -> TrainConfig:
     return validate(type(cfg), OmegaConf.to_container(data), where)
 
 
+def _aligned(ref: Ref, ctx) -> Ref:
+    """A sweep initialised from a sweep of as many members: member i starts from member i (experts
+    fine-tuned further, each from its own checkpoint)."""
+    if ref.member is not None or len(ctx.upstream[ref.stage]) == 1 or ctx.member is None:
+        return ref
+    if len(ctx.upstream[ref.stage]) != len(ctx.node.configs):
+        raise ConfigError(f"stages.{ctx.name}.init: {ref.stage!r} has {len(ctx.upstream[ref.stage])} members and "
+                          f"this stage {len(ctx.node.configs)}; name one as {ref.stage}[i]")
+    return dataclasses.replace(ref, member=ctx.member)
+
+
 @register_stage("train", TrainConfig)
 def run(ctx) -> dict:
     cfg = ctx.cfg
@@ -105,8 +123,13 @@ def run(ctx) -> dict:
         cfg = with_params(cfg, best, f"stages.{ctx.name} (with {cfg.params_from}'s best parameters)")
         ctx.run.update_manifest(config=cfg.model_dump(mode="json"), params_applied=best)
         ctx.info(f"parameters from {cfg.params_from}: {best}")
+    bound = bound_config(ctx, cfg, handled=("init", "params_from"))
+    if bound.model_dump(mode="json") != cfg.model_dump(mode="json"):
+        ctx.run.update_manifest(config=bound.model_dump(mode="json"))
+    cfg = bound
     init = None
     if cfg.init:
-        init = (ctx.checkpoint(Ref.parse(cfg.init, f"stages.{ctx.name}.init"))[0], cfg.init_state)
-        ctx.info(f"initialised from {cfg.init} ({cfg.init_state})")
+        ref = _aligned(Ref.parse(cfg.init, f"stages.{ctx.name}.init"), ctx)
+        init = (ctx.checkpoint(ref)[0], cfg.init_state)
+        ctx.info(f"initialised from {ref} ({cfg.init_state})")
     return fit(cfg, ctx.task, ctx.run, ctx.seed, ctx.data_root, ctx.info, ctx.warn, init=init, world=ctx.world)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from podium.tasks.mask.data import (
 from podium.tasks.mask.model import ModelConfig
 from podium.tasks.mask.module import LossConfig, MaskModule, OptimConfig
 from podium.tasks.mask.synth import synthesize_mask
+
+if TYPE_CHECKING:
+    from podium.report.items import ReportItem, RunView
 
 
 class MaskSynth(SynthConfig):
@@ -80,7 +83,7 @@ class MaskSubmit(SubmitConfig):
     filename: str = "info.csv"
 
 
-def _classes(preds: Predictions) -> np.ndarray:
+def predicted_classes(preds: Predictions) -> np.ndarray:
     return preds.scores.astype(np.int64) if preds.kind == "classes" else np.argmax(preds.scores, axis=1)
 
 
@@ -90,6 +93,22 @@ def _csv(header: list[str], rows) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def evaluation_targets(preds: Predictions, layout: MaskLayout,
+                       cfg: MaskEvaluate) -> tuple[np.ndarray, tuple[int, int]]:
+    """(true classes of the predicted photos, the age bins of their class names): eval photos from
+    ``eval/answers.csv`` (synthetic data only), validation photos from labels as ``cfg.labels`` defines them."""
+    ids = preds.ids.tolist()
+    if preds.split == "eval":
+        truth = layout.answers()
+        missing = [i for i in ids if i not in truth]
+        if missing:
+            raise DataError(f"{layout.answers_csv}: no answer for ImageID {missing[0]!r} ({len(missing)} of "
+                            f"{len(ids)} predictions unlabelled)")
+        return np.array([truth[i] for i in ids], np.int64), LabelConfig().age_bins
+    check_relabel(cfg.labels, (p.id for p in layout.people()), "labels")
+    return np.array([label_of_image_id(i, cfg.labels) for i in ids], np.int64), cfg.labels.age_bins
 
 
 @register_task
@@ -131,7 +150,7 @@ class MaskTask(Task):
 
     def write_predictions(self, preds: Predictions, cfg: object, out_dir: Path) -> list[Path]:
         """``predictions.csv``: ImageID, predicted class, and the scores when there are any."""
-        classes = _classes(preds)
+        classes = predicted_classes(preds)
         scores = [] if preds.kind == "classes" else preds.scores.tolist()
         header = ["ImageID", "ans"] + ([f"{preds.kind}_{k}" for k in range(NUM_CLASSES)] if scores else [])
         rows = ([i, c, *(f"{v:.6g}" for v in s)] for i, c, s in
@@ -145,20 +164,8 @@ class MaskTask(Task):
         against labels from ``cfg.labels``: the leaderboard's definition unless the recipe sets it, so
         that a training run's shifted age bins do not flatter its own score.
         """
-        layout = MaskLayout(data_root)
-        ids = preds.ids.tolist()
-        if preds.split == "eval":
-            truth, bins = layout.answers(), LabelConfig().age_bins
-            missing = [i for i in ids if i not in truth]
-            if missing:
-                raise DataError(f"{layout.answers_csv}: no answer for ImageID {missing[0]!r} ({len(missing)} of "
-                                f"{len(ids)} predictions unlabelled)")
-            targets = np.array([truth[i] for i in ids], np.int64)
-        else:
-            check_relabel(cfg.labels, (p.id for p in layout.people()), "labels")
-            targets = np.array([label_of_image_id(i, cfg.labels) for i in ids], np.int64)
-            bins = cfg.labels.age_bins
-        classes = _classes(preds)
+        targets, bins = evaluation_targets(preds, MaskLayout(data_root), cfg)
+        classes = predicted_classes(preds)
         scores = multiclass_scores(classes, targets, NUM_CLASSES)
         names = class_names(bins)
         save_confusion_png(scores["confusion_matrix"], names, out_dir / "confusion.png")
@@ -174,13 +181,19 @@ class MaskTask(Task):
             raise ConfigError(f"predictions: {cfg.predictions!r} holds {preds.split!r} predictions; the "
                               "submission needs a predict stage with split: eval")
         layout = MaskLayout(data_root)
-        by_id = dict(zip(preds.ids.tolist(), _classes(preds).tolist(), strict=True))
+        by_id = dict(zip(preds.ids.tolist(), predicted_classes(preds).tolist(), strict=True))
         order = layout.eval_ids()
         missing = [i for i in order if i not in by_id]
         if missing:
             raise DataError(f"{layout.info_csv}: ImageID {missing[0]!r} has no prediction ({len(missing)} of "
                             f"{len(order)} missing)")
         return atomic_write(out_path, _csv(["ImageID", "ans"], ([i, by_id[i]] for i in order)))
+
+    def report_items(self, view: RunView) -> list[ReportItem]:
+        """The confusion matrix, F1 per class and misclassified photos of the best scored predictions."""
+        from podium.tasks.mask.report import report_items  # the report's imports, only for a report
+
+        return report_items(view)
 
     def heldout_score(self, model: torch.nn.Module, train_cfg: MaskTrain, data_root: Path) -> float:
         """Macro F1 of a bare model on the training run's validation people (to rank and grow soups)."""

@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import Field, field_validator, model_validator
 
 from podium.engine.trainer import TrainerConfig
 from podium.errors import ConfigError, DataError
-from podium.metrics.ssim import score_leaderboard
+from podium.metrics.ssim import leaderboard_ssim, score_leaderboard
 from podium.recipe import Strict
 from podium.registry import Task, register_task
 from podium.stages.predict import PredictConfig
@@ -26,14 +27,23 @@ from podium.store import StageRun
 from podium.tasks.mri.augment import AugmentConfig
 from podium.tasks.mri.data import MriReader, scan_snu
 from podium.tasks.mri.dataset import Augmentation, SliceDataset
-from podium.tasks.mri.masks import FIXED_CENTER_FRACTION, MASK_FAMILIES, HelperMaskSampler, MaskAugmenter
+from podium.tasks.mri.experts import ExpertSystem, expert_class, expert_key
+from podium.tasks.mri.masks import (
+    FIXED_CENTER_FRACTION,
+    MASK_FAMILIES,
+    HelperMaskSampler,
+    MaskAugmenter,
+    is_fixed_pattern,
+)
 from podium.tasks.mri.module import MriModule
 from podium.tasks.mri.reconstruct import (
     RECON_DIR,
+    ROUTING_FILE,
     TIMING_FILE,
     fastmri_metrics,
     leaderboard_folders,
     reconstruct_leaderboard,
+    routing_metrics,
 )
 from podium.tasks.mri.synth import synthesize_fastmri
 
@@ -51,12 +61,16 @@ class MriSynth(SynthConfig):
     target_size: int = Field(384, ge=8)
     coils: int = Field(16, ge=1)
     slices: int = Field(16, ge=1)
+    leaderboard_robust: int = Field(0, ge=0)  # leaderboard files (the last, per anatomy and acc) under another mask
     progress: bool = True
 
     unhashed = ("progress",)
 
     @model_validator(mode="after")
     def _target_fits(self) -> MriSynth:
+        if self.leaderboard_robust > self.num_leaderboard:
+            raise ValueError(f"leaderboard_robust {self.leaderboard_robust} is more than num_leaderboard "
+                             f"{self.num_leaderboard}")
         if self.target_size > min(self.height, self.width):
             raise ValueError(f"target_size {self.target_size} is larger than the {self.height} x {self.width} "
                              "k-space it is cropped from")
@@ -248,7 +262,13 @@ class LossConfig(Strict):
 
 class OptimConfig(Strict):
     """The optimizer and its per-epoch schedule. Defaults: fastMRI's VarNet leaderboard recipe (Adam 3e-4,
-    x0.1 at epoch 40); GeekSeek: ``nadam`` 1e-3 with momentum_decay 4e-3 and ``exponential`` 0.96."""
+    x0.1 at epoch 40); GeekSeek: ``nadam`` 1e-3 with momentum_decay 4e-3 and ``exponential`` 0.96.
+
+    ``step``: a linear warm-up from ``warmup_start_factor`` over ``warmup_epochs``, the full rate until
+    ``lr_start_epoch``, then x ``lr_gamma`` every ``lr_step_size`` epochs. sMaRtIfy's baselines: adamw 2e-4,
+    weight_decay 0.01, step 11, gamma 0.3 from epoch 5 (cuts at 16 and 27); their experts: warm-up 3 epochs
+    from 0.1, step 5, gamma 0.3 from epoch 15 (their SequentialLR of LinearLR, ConstantLR and StepLR).
+    """
 
     name: Literal["adam", "adamw", "nadam"] = "adam"
     lr: float = Field(3e-4, gt=0)
@@ -257,6 +277,23 @@ class OptimConfig(Strict):
     scheduler: Literal["step", "exponential"] = "step"
     lr_step_size: int = Field(40, ge=1)
     lr_gamma: float = Field(0.1, gt=0, le=1)
+    lr_start_epoch: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_start_factor: float = Field(0.1, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _warmup_first(self) -> OptimConfig:
+        if self.lr_start_epoch and self.warmup_epochs > self.lr_start_epoch:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} runs past lr_start_epoch {self.lr_start_epoch}")
+        return self
+
+    def factor(self, epoch: int) -> float:
+        """The learning rate at ``epoch`` (0-based) as a multiple of ``lr``."""
+        if self.scheduler == "exponential":
+            return self.lr_gamma**epoch
+        if epoch < self.warmup_epochs:
+            return self.warmup_start_factor + (1 - self.warmup_start_factor) * epoch / self.warmup_epochs
+        return self.lr_gamma ** (max(epoch - self.lr_start_epoch, 0) // self.lr_step_size)
 
 
 class MriDataConfig(Strict):
@@ -335,7 +372,8 @@ class MriTask(Task):
 
     def synth(self, cfg: MriSynth, out_dir: Path, seed: int) -> None:
         synthesize_fastmri(out_dir, cfg.num_train, cfg.num_val, cfg.num_leaderboard, seed, cfg.height, cfg.width,
-                           cfg.target_size, cfg.coils, cfg.slices, progress=cfg.progress)
+                           cfg.target_size, cfg.coils, cfg.slices, progress=cfg.progress,
+                           leaderboard_robust=cfg.leaderboard_robust)
 
     def check_data(self, root: Path) -> list[Path]:
         """A real SNU ``Data/`` root: train/, val/ and leaderboard/acc<N>/, each with kspace/ and image/."""
@@ -375,6 +413,38 @@ class MriTask(Task):
         return reconstruct_leaderboard(model, data_root / "leaderboard", out_dir, batch_size=cfg.batch_size,
                                        num_workers=cfg.num_workers, device=cfg.device)
 
+    def collect(self, router: torch.nn.Module | None, experts: list[tuple[torch.nn.Module, MriTrain]]) -> ExpertSystem:
+        """sMaRtIfy's system: each expert serves the (mask group, anatomy, acceleration) it trained on."""
+        named: dict[str, torch.nn.Module] = {}
+        for i, (model, cfg) in enumerate(experts):
+            key = expert_key(*expert_class(cfg, f"collect: experts[{i}]"))
+            if key in named:
+                raise ConfigError(f"collect: experts[{i}] serves {key}, which another expert serves already")
+            named[key] = model
+        return ExpertSystem(named, router)
+
+    def expert_score(self, model: torch.nn.Module, train_cfg: MriTrain, data_root: Path, split: str) -> float:
+        """Leaderboard SSIM of one expert on its class: ``train`` / ``val`` volumes of its anatomy under its
+        masks (the fixed pattern, or robust masks drawn per slice) at its acceleration, or the
+        ``leaderboard`` volumes of its anatomy and acceleration whose stored mask the broker sends to it."""
+        group, anatomy, acc = expert_class(train_cfg, "collect: expert")
+        if split in TRAIN_SPLITS:
+            volumes = [v for v in scan_snu(data_root / split) if v.anatomy == anatomy]
+            helper = HelperMaskSampler(p_max=1.0) if group == "robust" else None
+            dataset = SliceDataset(volumes, "helper" if helper else "fixed", helper, accelerations=[acc])
+        elif split == "leaderboard":
+            reader = MriReader()
+            volumes = [v for v in scan_snu(data_root / "leaderboard" / f"acc{acc}") if v.anatomy == anatomy
+                       and is_fixed_pattern(reader.mask(v)) == (group == "fixed")]
+            reader.close()
+            dataset = SliceDataset(volumes, "file")
+        else:
+            raise ConfigError(f"collect: select.by: {split!r} is not a split of task 'mri' (train, val, leaderboard)")
+        if not volumes:
+            raise ConfigError(f"collect: select.by {split!r}: no {anatomy} volume at acc{acc} that the broker "
+                              f"sends to the {group} experts")
+        return _mean_ssim(model, dataset)
+
     def evaluate(self, preds: Any, data_root: Path, cfg: Any, out_dir: Path) -> dict[str, float]:
         """2025 leaderboard SSIM per acceleration and total, then the zero-filled input's (``image_input``)
         as the baseline, fastMRI's own per-volume SSIM / PSNR / NMSE, then the reconstruction time and its
@@ -387,6 +457,8 @@ class MriTask(Task):
         score = score_leaderboard(preds.path / RECON_DIR, leaderboard, accelerations=folders)
         zero = score_leaderboard(None, leaderboard, accelerations=folders, recon_key="image_input")
         timing = json.loads(preds.output(TIMING_FILE).read_text())
+        routed = ROUTING_FILE in preds.read_manifest().get("outputs", {})
+        routing = json.loads(preds.output(ROUTING_FILE).read_text()) if routed else {}
         return {
             "ssim_total": score.total,
             **{f"ssim_{acc}": score.ssim[acc] for acc in folders},
@@ -395,7 +467,27 @@ class MriTask(Task):
             **fastmri_metrics(preds.path / RECON_DIR, leaderboard, folders),
             "inference_s": timing["seconds"],
             "budget_share": timing["budget_share"],
+            **(routing_metrics(routing) if routing else {}),
         }
+
+    def report_items(self, view: Any) -> list[Any]:
+        """Slices (zero-filled, reconstruction, target, |error|, foreground) with their SSIM, SSIM per volume,
+        time against the budget, and the zero-filled baseline (``podium.report.items``)."""
+        from podium.tasks.mri.report import report_items  # the report's imports, only for a report
+
+        return report_items(view)
+
+
+def _mean_ssim(model: torch.nn.Module, dataset: SliceDataset) -> float:
+    """The leaderboard SSIM of ``model`` averaged over every item of ``dataset``, one slice at a time."""
+    device = next(model.parameters()).device
+    total = 0.0
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            out = model(item["masked_kspace"][None].to(device), item["mask"][None].to(device))[0].float().cpu()
+            total += float(leaderboard_ssim(out, item["target"], item["max_value"], item["anatomy"]))
+    return total / len(dataset)
 
 
 def _selected(data: MriDataConfig, folders: list[Path]) -> list:

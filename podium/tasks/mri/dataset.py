@@ -140,6 +140,7 @@ class SliceDataset(torch.utils.data.Dataset):
             "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
             "max_value": torch.tensor(self.reader.max_value(volume), dtype=torch.float32),
             "anatomy": volume.anatomy,
+            "acceleration": int(acc),
             "fname": volume.name,
             "slice": s,
         }

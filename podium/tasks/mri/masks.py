@@ -68,6 +68,15 @@ def sample_line_mask(
     return mask.numpy().reshape(width).astype(np.float32), int(num_low)
 
 
+def centre_block(width: int, fraction: float = FIXED_CENTER_FRACTION) -> np.ndarray:
+    """The challenge's fully sampled centre: ``round(fraction W)`` lines from ``(W - (round(fraction W) - 1)) // 2``."""
+    num_center = round(fraction * width)
+    start = (width - (num_center - 1)) // 2
+    mask = np.zeros(width, dtype=np.float32)
+    mask[start : start + num_center] = 1
+    return mask
+
+
 def fixed_pattern(width: int, acceleration: int) -> np.ndarray:
     """The pattern of every public SNU challenge file (the one the Hacker model trains on).
 
@@ -76,10 +85,7 @@ def fixed_pattern(width: int, acceleration: int) -> np.ndarray:
     """
     if acceleration < 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
-    num_center = round(FIXED_CENTER_FRACTION * width)
-    start = (width - (num_center - 1)) // 2
-    mask = np.zeros(width, dtype=np.float32)
-    mask[start : start + num_center] = 1
+    mask = centre_block(width)
     mask[(width // 2) % acceleration :: acceleration] = 1
     return mask
 
@@ -118,13 +124,15 @@ def schedule_probability(
 
 
 class HelperMaskSampler:
-    """Masks for the robust "Helper" model: drawn outside the challenge's fixed pattern.
+    """Masks for the robust "Helper" model (team sMaRtIfy's mask_augment.py): off the fixed pattern.
 
     With probability ``p(epoch)`` (a schedule, :func:`schedule_probability`) a robust mask is drawn,
-    otherwise the fixed pattern is used. A robust mask is, with probability ``equispaced_share``,
-    fastMRI's equispaced family with a random start that differs from the fixed pattern's start (so a
-    robust mask never equals the fixed one and the router can tell them apart), else fastMRI's random
-    family. Each draw depends only on ``seed``: any sample can be recomputed on its own.
+    otherwise the fixed pattern is used. A robust mask keeps the fixed pattern's centre block and adds,
+    with probability ``equispaced_share``, every ``acc``-th line from a random start other than the fixed
+    pattern's (so a robust mask never equals the fixed one and the broker can tell them apart), else each
+    line independently with probability 1/acc. Its density stays on the side of the challenge's 0.24
+    threshold that reads back as its acceleration (fastMRI's random family, which aims at 1/acc lines in
+    all, would read an acc-4 mask as acc 8 about half the time). Each draw depends only on ``seed``.
     """
 
     def __init__(
@@ -170,13 +178,13 @@ class HelperMaskSampler:
             raise ValueError(f"acceleration must be >= 2, got {acc}")
         if rng.random() >= self.robust_probability(epoch):
             return fixed_pattern(width, acc)
-        words = tuple(int(w) for w in rng.integers(0, 2**32, size=2))
+        mask = centre_block(width, self.center_fraction)
         if rng.random() < self.equispaced_share:
             starts = [s for s in range(acc) if s != (width // 2) % acc]
-            func = EquiSpacedMaskFunc([self.center_fraction], [acc])
-            return sample_line_mask(func, width, seed=words, offset=int(rng.choice(starts)))[0]
-        func = RandomMaskFunc([self.center_fraction], [acc])
-        return sample_line_mask(func, width, seed=words)[0]
+            mask[int(rng.choice(starts)) :: acc] = 1
+        else:
+            mask[rng.random(width) < 1 / acc] = 1
+        return mask
 
 
 class MaskAugmenter:

@@ -67,8 +67,4 @@ class MriModule(L.LightningModule):
         else:
             cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
             opt = cls(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        if o.scheduler == "exponential":
-            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=o.lr_gamma)
-        else:
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step_size, gamma=o.lr_gamma)
-        return [opt], [sched]
+        return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: o.factor(epoch))]

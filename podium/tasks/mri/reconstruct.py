@@ -5,6 +5,11 @@ count and size) through a DataLoader, so HDF5 reads overlap the model when ``num
 writes ``reconstructions_leaderboard/<accX>/<same name>.h5`` with dataset ``reconstruction``
 (slices, crop, crop) float32 as each volume completes. The k-space is multiplied by the file's own
 stored mask: at inference the acquisition is what it is.
+
+A collected mixture of experts (a model with ``route``) first classifies each volume from its image
+file's ``image_grappa`` (the only image data the challenge's rules let inference read), then sends every
+slice to its expert; ``routing.json`` records, per file, the router's anatomy and logits and the experts
+its slices went to.
 """
 
 from __future__ import annotations
@@ -18,16 +23,20 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from podium.errors import DataError
+from podium.hdf5 import open_h5, read, require_dataset
 from podium.metrics.reconstruction import evaluate_folder
 from podium.metrics.ssim import RECON_KEY
 from podium.store import atomic_path, write_json
-from podium.tasks.mri.data import MriReader, MriVolume, scan_snu, slice_index
+from podium.tasks.mri.data import MriReader, MriVolume, parse_snu_name, scan_snu, slice_index
 from podium.tasks.mri.dataset import masked_kspace
 
 RECON_DIR = "reconstructions_leaderboard"
 TIMING_FILE = "reconstruct.json"
+ROUTING_FILE = "routing.json"
+ROUTER_INPUT = "image_grappa"
 BUDGET_SECONDS = 3600.0
 
 
@@ -75,6 +84,33 @@ def _write_reconstruction(path: Path, volume: np.ndarray) -> Path:
     return path
 
 
+def _route(model: torch.nn.Module, volume: MriVolume, folder: Path) -> dict:
+    """The router's decision for one volume from its image file's ``image_grappa`` slices."""
+    with open_h5(folder / "image" / volume.name) as f:
+        images = torch.from_numpy(read(require_dataset(f, ROUTER_INPUT, 3)).astype(np.float32))
+    anatomy, logits = model.route(images)
+    return {"anatomy": anatomy, "logits": logits, "experts": {}}
+
+
+def _routing_table(routes: dict[str, dict]) -> Table:
+    table = Table(title="routing")
+    for col in ("file", "router", "experts (slices)"):
+        table.add_column(col)
+    for name, r in routes.items():
+        table.add_row(name, r["anatomy"], ", ".join(f"{k} ({n})" for k, n in r["experts"].items()))
+    return table
+
+
+def routing_metrics(routes: dict[str, dict]) -> dict[str, float]:
+    """Router accuracy against the anatomy in each file name, and how many volumes each expert served."""
+    right = [r["anatomy"] == parse_snu_name(name)[0] for name, r in routes.items()]
+    served: dict[str, int] = {}
+    for r in routes.values():
+        for key in r["experts"]:
+            served[key] = served.get(key, 0) + 1
+    return {"router_accuracy": sum(right) / len(right), **{f"volumes_{k}": n for k, n in sorted(served.items())}}
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -110,11 +146,23 @@ def reconstruct_leaderboard(
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console)
     files, pending = [], []
+    routes: dict[str, dict] = {}
     start = time.perf_counter()
     with progress, torch.inference_mode():
         bar = progress.add_task("reconstruct leaderboard", total=total)
         for (kspace, mask), v in zip(loader, owners, strict=True):
-            pending.append(model(kspace.to(dev), mask.to(dev)).float().cpu().numpy())
+            kspace, mask = kspace.to(dev), mask.to(dev)
+            if not hasattr(model, "route"):
+                pending.append(model(kspace, mask).float().cpu().numpy())
+            else:
+                name = f"{targets[v].parent.name}/{volumes[v].name}"
+                if name not in routes:
+                    routes[name] = _route(model, volumes[v], leaderboard_root / targets[v].parent.name)
+                anatomy = routes[name]["anatomy"]
+                for i in range(len(mask)):
+                    expert = model.expert_for(mask[i], anatomy)
+                    routes[name]["experts"][expert] = routes[name]["experts"].get(expert, 0) + 1
+                pending.append(model(kspace, mask, anatomy).float().cpu().numpy())
             if sum(len(p) for p in pending) == volumes[v].num_slices:
                 files.append(_write_reconstruction(targets[v], np.concatenate(pending)))
                 pending = []
@@ -125,6 +173,9 @@ def reconstruct_leaderboard(
                   f"{100 * share:.2f}% of the challenge's {BUDGET_SECONDS:,.0f} s inference budget")
     timing = {"seconds": seconds, "budget_seconds": BUDGET_SECONDS, "budget_share": share, "slices": total,
               "volumes": len(volumes), "device": str(dev), "batch_size": batch_size}
+    if routes:
+        files.append(write_json(out_dir / ROUTING_FILE, routes))
+        console.print(_routing_table(routes))
     return [*files, write_json(out_dir / TIMING_FILE, timing)]
 
 

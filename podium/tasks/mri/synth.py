@@ -2,7 +2,9 @@
 
 Real challenge data cannot be shipped, so the ``synth`` stage writes look-alikes that exercise the same
 code paths: (slices, coils, H, W) complex64 k-space with the readout (H) oversampled, the challenge's
-fixed column mask per file, leaderboard k-space already undersampled, and image files whose
+fixed column mask per file (the last ``leaderboard_robust`` leaderboard files of each anatomy and
+acceleration under an equispaced mask with another start, which the fixed-pattern broker must send to
+the robust experts), leaderboard k-space already undersampled, and image files whose
 ``image_label`` is exactly the centre-cropped RSS of the stored k-space (fastMRI's centred orthonormal
 FFT), so a model trained here meets the same conventions as on the real files.
 
@@ -43,7 +45,7 @@ from podium.engine.progress import progress_bar
 from podium.engine.seeding import derive_seed
 from podium.store import atomic_path, pin_settings, remove_stale_temps
 from podium.tasks.mri.fft import fft2c, ifft2c
-from podium.tasks.mri.masks import fixed_pattern
+from podium.tasks.mri.masks import HelperMaskSampler, fixed_pattern
 
 ANATOMIES = ("brain", "knee")
 GENERATOR_VERSION = 2
@@ -61,6 +63,7 @@ class _Volume:
     kspace_path: Path
     image_path: Path
     undersampled: bool
+    robust: bool = False  # under an equispaced mask of another start than the fixed pattern's
 
 
 def _crop_start(size: int, target: int) -> int:
@@ -369,6 +372,9 @@ def _write_volume(vol: _Volume, seed: int, height: int, width: int, target: int,
     maps = _CoilMaps(rng, coils, z, height, width, target)
     sigma = scale * rng.uniform(0.008, 0.02) / math.sqrt(coils)
     mask = fixed_pattern(width, vol.acceleration).astype(np.float32)
+    if vol.robust:
+        other = HelperMaskSampler(equispaced_share=1.0)
+        mask = other(width, derive_seed(seed, vol.key, "mask"), acceleration=vol.acceleration).astype(np.float32)
     sampled = torch.from_numpy(mask)
     with contextlib.ExitStack() as files:
 
@@ -411,13 +417,15 @@ def _plan(
     num_leaderboard: int,
     accelerations: Sequence[int],
     anatomies: Sequence[str],
+    leaderboard_robust: int = 0,
 ) -> list[_Volume]:
-    """Train ``1..num_train`` and val ``num_train+1..`` per (anatomy, acc); leaderboard ``test1..`` per folder."""
+    """Train ``1..num_train`` and val ``num_train+1..`` per (anatomy, acc); leaderboard ``test1..`` per folder,
+    the last ``leaderboard_robust`` of them under another mask."""
     volumes = []
 
-    def add(folder: str, name: str, anatomy: str, acc: int, undersampled: bool) -> None:
+    def add(folder: str, name: str, anatomy: str, acc: int, undersampled: bool, robust: bool = False) -> None:
         paths = (out / folder / "kspace" / name, out / folder / "image" / name)
-        volumes.append(_Volume(f"{folder}/{name}", anatomy, acc, *paths, undersampled))
+        volumes.append(_Volume(f"{folder}/{name}", anatomy, acc, *paths, undersampled, robust))
 
     for split, first, count in (("train", 1, num_train), ("val", num_train + 1, num_val)):
         for anatomy in anatomies:
@@ -427,7 +435,8 @@ def _plan(
     for acc in accelerations:
         for anatomy in anatomies:
             for i in range(1, num_leaderboard + 1):
-                add(f"leaderboard/acc{acc}", f"{anatomy}_test{i}.h5", anatomy, acc, True)
+                add(f"leaderboard/acc{acc}", f"{anatomy}_test{i}.h5", anatomy, acc, True,
+                    robust=i > num_leaderboard - leaderboard_robust)
     return volumes
 
 
@@ -445,6 +454,7 @@ def synthesize_fastmri(
     accelerations: Sequence[int] = (4, 8),
     anatomies: Sequence[str] = ANATOMIES,
     progress: bool = True,
+    leaderboard_robust: int = 0,
 ) -> dict[str, Path | int]:
     """Write the SNU FastMRI 2025 layout under ``out_dir``; counts are per (anatomy, acceleration).
 
@@ -458,6 +468,9 @@ def synthesize_fastmri(
             f"need 0 < target_size <= min(height, width), coils >= 1, slices >= 1; got"
             f" {height}x{width}, target {target_size}, {coils} coils, {slices} slices"
         )
+    if not 0 <= leaderboard_robust <= num_leaderboard:
+        raise ValueError(f"leaderboard_robust must be in 0..{num_leaderboard} (num_leaderboard), "
+                         f"got {leaderboard_robust}")
     if not accelerations or min(accelerations) < 2:
         raise ValueError(f"accelerations must be integers >= 2, got {list(accelerations)}")
     if not anatomies or set(anatomies) - set(ANATOMIES):
@@ -476,9 +489,10 @@ def synthesize_fastmri(
             "counts": [num_train, num_val, num_leaderboard],
             "accelerations": [int(a) for a in accelerations],
             "anatomies": [str(a) for a in anatomies],
+            "leaderboard_robust": leaderboard_robust,
         },
     )
-    volumes = _plan(out, num_train, num_val, num_leaderboard, accelerations, anatomies)
+    volumes = _plan(out, num_train, num_val, num_leaderboard, accelerations, anatomies, leaderboard_robust)
     pending = [v for v in volumes if not (v.kspace_path.is_file() and v.image_path.is_file())]
     for folder in sorted({p.parent for v in pending for p in (v.kspace_path, v.image_path)}):
         remove_stale_temps(folder)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ from podium.tasks.multilabel.data import (
 from podium.tasks.multilabel.model import ModelConfig
 from podium.tasks.multilabel.module import MultilabelModule, OptimConfig
 from podium.tasks.multilabel.synth import glyph_banks, synthesize_dacon
+
+if TYPE_CHECKING:
+    from podium.report.items import ReportItem, RunView
 
 
 class MultilabelSynth(SynthConfig):
@@ -201,4 +204,10 @@ class MultilabelTask(Task):
                             f"({len(missing)} missing; predictions are for split {preds.split!r})")
         rows = preds.scores[[by_id[i] for i in sample]]
         return atomic_write(out_path, _csv(np.array(sample), (rows > cfg.threshold).astype(np.int64), "%d"))
+
+    def report_items(self, view: RunView) -> list[ReportItem]:
+        """Leaderboard images with true and predicted letters; accuracy per letter against all zeros."""
+        from podium.tasks.multilabel.report import report_items  # the report's imports, only for a report
+
+        return report_items(view)
 

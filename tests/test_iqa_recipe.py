@@ -1,0 +1,109 @@
+"""recipes/iqa-caption.yaml: the full-size stages validate; a reduced run goes end to end (six caption
+stages, the MOS path, both leaderboards, the submission); an ensemble of one checkpoint twice decodes as it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import podium
+from podium.ensemble.predictions import load_predictions
+from podium.errors import ConfigError
+from podium.recipe import load_recipe
+from podium.tasks.iqa.data import IqaLayout
+
+from .conftest import podium_cli
+
+RECIPE = Path(__file__).parent.parent / "recipes" / "iqa-caption.yaml"
+QUIET = Console(quiet=True)
+# the tiny profile made smaller still: fewer images and epochs, one MOS backbone's features shared
+SMALLER = [
+    "stages.data.num_train=60",
+    "stages.data.num_test=12",
+    "stages.xe_partial.trainer.max_epochs=2",
+    "stages.scst_partial.trainer.max_epochs=1",
+    "stages.scst_e2e.trainer.max_epochs=1",
+    "stages.captions.models=[scst_e2e@last]",
+    "stages.captions.max_len=20",
+    "stages.captions_xe.max_len=20",
+]
+
+
+def test_full_size_recipe_validates(tmp_path: Path):
+    proc = podium_cli("run", "--check", str(RECIPE), store=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    recipe = load_recipe(RECIPE)
+    stages = recipe.stages
+    # the seed's six caption stages in order, with its global batches (batch x accumulation)
+    order = [n for n in recipe.order if n in ("features_xe", "xe_partial", "xe_e2e", "features_scst", "scst_partial",
+                                              "scst_e2e")]
+    assert order == ["features_xe", "xe_partial", "xe_e2e", "features_scst", "scst_partial", "scst_e2e"]
+    batches = {n: stages[n].config.trainer.batch_size * stages[n].config.trainer.accumulate_grad_batches
+               for n in ("xe_partial", "xe_e2e", "scst_partial", "scst_e2e")}
+    assert batches == {"xe_partial": 48, "xe_e2e": 48, "scst_partial": 48, "scst_e2e": 48}
+    assert stages["scst_e2e"].config.backbone_from == "xe_e2e@last"
+    assert set(stages["scst_e2e"].needs) >= {"scst_partial", "xe_e2e"}
+    assert stages["xe_partial"].config.optim.lr == 5e-4 and stages["scst_e2e"].config.optim.lr == 1e-5
+
+
+def test_caption_config_refuses_mixed_sources():
+    with pytest.raises(ConfigError, match="backbone_from"):
+        load_recipe(RECIPE, overrides=["stages.xe_partial.backbone_from=features_xe"])
+    with pytest.raises(ConfigError, match="reads images"):
+        load_recipe(RECIPE, overrides=["stages.xe_e2e.features=features_xe"])
+    with pytest.raises(ConfigError, match="kind extract"):
+        load_recipe(RECIPE, overrides=["stages.xe_partial.features=xe_e2e"])
+
+
+# The reduced run takes ~5 minutes on 2 cores (SCST's sampling has no key/value cache yet): slow until
+# it is faster.
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory: pytest.TempPathFactory) -> podium.api.RunResult:
+    store = tmp_path_factory.mktemp("iqa-recipe")
+    return podium.run(RECIPE, SMALLER, profile="tiny", store=store, console=QUIET, report=False)
+
+
+@pytest.mark.slow
+def test_reduced_run_writes_the_submission_in_sample_order(reduced):
+    assert {o.state for o in reduced.outcomes} == {"done"}
+    data = next(o.path for o in reduced.outcomes if o.stage == "data") / "data"
+    with open(reduced.submission, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["img_name", "mos", "comments"]
+    assert [r[0] for r in rows[1:]] == IqaLayout(data).submission_names()
+    for _, mos, comment in rows[1:]:
+        float(mos)
+        assert comment[0].isupper() and comment.endswith(".") and comment[1:] == comment[1:].lower()
+
+
+@pytest.mark.slow
+def test_both_leaderboards_are_scored(reduced):
+    board = reduced.leaderboard["leaderboard"]
+    for name in ("captions", "captions_xe"):
+        parts = board[name]
+        assert set(parts) >= {"caption_score", "cider_d", "meteor", "bleu3", "bleu4", "rouge_l"}
+        expected = 4 * parts["cider_d"] + 3 * parts["meteor"] + (parts["bleu3"] + parts["bleu4"]) + parts["rouge_l"]
+        assert parts["caption_score"] == pytest.approx(expected)
+    assert -1 <= board["mos"]["mos_score"] <= 1
+    # the vocabulary was bound from the data and recorded, so predict rebuilt the model from the manifest
+    xe = next(o.path for o in reduced.outcomes if o.stage == "xe_partial")
+    assert "EOS" in json.loads((xe / "manifest.json").read_text())["config"]["vocabulary"]["words"]
+
+
+@pytest.mark.slow
+def test_ensemble_of_one_checkpoint_twice_decodes_as_it(reduced, tmp_path: Path):
+    """``models: [scst_e2e@last]`` next to ``model: scst_e2e@last`` (the reduced run's ``captions``) equals
+    the model alone: the mean of two equal softmaxes is that softmax."""
+    store = reduced.store.root
+    alone = podium.run(RECIPE, [*SMALLER, "stages.captions.models=[]"], profile="tiny", store=store,
+                       console=QUIET, report=False, only=["captions"])
+    pair = next(o.path for o in reduced.outcomes if o.stage == "captions")
+    single = next(o.path for o in alone.outcomes if o.stage == "captions")
+    assert single != pair
+    a, b = load_predictions(pair / "predictions.npz"), load_predictions(single / "predictions.npz")
+    assert a.kind == "captions" and np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
