@@ -40,15 +40,12 @@ The folder pins its arguments (``.synth.json``) and refuses others.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
-import multiprocessing
 import os
 import re
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -56,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from podium.engine.progress import progress_bar
+from podium.engine.progress import forked_map
 from podium.engine.seeding import derive_seed
 from podium.engine.threads import available_cpus
 from podium.errors import DataError
@@ -466,17 +463,8 @@ def _write_image(job: _Job) -> None:
 
 
 def _write_images(jobs: list[_Job], workers: int, progress: bool) -> None:
-    """Write the images, from a forked pool when ``workers`` > 1 (nothing to re-import in a fork)."""
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")))
-            results = pool.map(_write_image, jobs, chunksize=16)  # forks now, before the bar's thread exists
-        else:
-            results = map(_write_image, jobs)
-        bar = stack.enter_context(progress_bar(progress))
-        task = bar.add_task("synth iqa images", total=len(jobs))
-        for _ in results:
-            bar.advance(task)
+    for _ in forked_map(_write_image, jobs, len(jobs), workers, "synth iqa images", progress, chunksize=16):
+        pass
 
 
 def synthesize_iqa(out_dir: str | os.PathLike, num_train: int = 54_662, num_test: int = 13_012, seed: int = 0,

@@ -23,21 +23,17 @@ are not drawn again: a killed synthesis resumes, and a deleted photo comes back 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import math
-import multiprocessing
 import os
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from podium.engine.progress import progress_bar
+from podium.engine.progress import forked_map
 from podium.engine.threads import available_cpus
 from podium.store import atomic_write
 from podium.tasks.mask.data import GENDERS, IMAGE_KINDS, class_index, mask_class
@@ -353,21 +349,6 @@ def _write_person(job: _Job) -> list[tuple[str, int]]:
     return answers
 
 
-def _run(jobs: list[_Job], workers: int, progress: bool) -> Iterator[list[tuple[str, int]]]:
-    """Results in job order, from a forked pool when ``workers`` > 1 (nothing to re-import in a fork)."""
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")))
-            results = pool.map(_write_person, jobs, chunksize=4)  # forks now, before the bar's thread exists
-        else:
-            results = map(_write_person, jobs)
-        bar = stack.enter_context(progress_bar(progress))
-        task = bar.add_task("synth mask people", total=len(jobs))
-        for result in results:
-            bar.advance(task)
-            yield result
-
-
 def synthesize_mask(out_dir: str | os.PathLike, num_people: int = 2700, num_eval_people: int = 1800, seed: int = 0,
                     width: int = 384, height: int = 512, old_fraction: float = 0.07, female_fraction: float = 0.6,
                     workers: int | None = None, progress: bool = True) -> list[Path]:
@@ -382,7 +363,9 @@ def synthesize_mask(out_dir: str | os.PathLike, num_people: int = 2700, num_eval
                     for i, (g, age) in enumerate(plan_people(n, seed, split, old_fraction, female_fraction))]
             for split, n in (("train", num_people), ("eval", num_eval_people))}
     workers = max(1, min(workers or available_cpus(), num_people + num_eval_people))
-    answers = [pair for result in _run(jobs["train"] + jobs["eval"], workers, progress) for pair in result]
+    people = jobs["train"] + jobs["eval"]
+    answers = [pair for result in forked_map(_write_person, people, len(people), workers, "synth mask people",
+                                             progress, chunksize=4) for pair in result]
 
     rows = ["id,gender,race,age,path"]
     for job in jobs["train"]:
