@@ -275,6 +275,29 @@ def test_sampling_is_seeded_and_its_log_probs_are_the_models():
     assert model.out_embedder.embed.weight.grad is not None
 
 
+def test_scored_samples_match_incremental_sampling_values_and_gradients():
+    """One teacher-forced pass over the drawn captions gives ``sample``'s log-probs and gradients (dropout 0,
+    training mode), through the encoder too, with the same captions from the same generator."""
+    no_dropout = dict.fromkeys(("enc_drop", "dec_drop", "enc_input_drop", "dec_input_drop", "drop_other"), 0.0)
+    model = tiny(eos_bias=2.0, **no_dropout).train()
+    feats = features(2, 5)
+    results, grads = [], []
+    for draw in (model.sample, model.sample_scored):
+        model.zero_grad()
+        result = draw(feats, SOS, EOS, num_samples=6, max_len=7, generator=torch.Generator().manual_seed(5))
+        weights = torch.randn(result.log_probs.shape, generator=torch.Generator().manual_seed(6))
+        (weights * result.log_probs).sum().backward()
+        results.append(result)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    incremental, scored = results
+    assert scored.sequences == incremental.sequences
+    assert {c[-1] == EOS for captions in scored.sequences for c in captions} == {True, False}
+    torch.testing.assert_close(scored.log_probs, incremental.log_probs, rtol=0, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and "encoders.0.stc_exp.key_embed.weight" in grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_decoder_input_is_scaled_embedding_plus_position():
     model = tiny()
     tokens = torch.tensor([[SOS, 4, 5]])

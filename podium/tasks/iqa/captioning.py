@@ -413,11 +413,15 @@ class CaptionModule(L.LightningModule):
         return label_smoothed_xe(log_probs, tokens[:, 1:], self.vocabulary.pad, self.cfg.label_smoothing)
 
     def scst_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(loss, mean reward) of samples drawn from a generator seeded by the batch's sample seeds."""
+        """(loss, mean reward) of samples drawn from a generator seeded by the batch's sample seeds.
+
+        The samples are drawn without gradients and scored in one teacher-forced pass (``sample_scored``):
+        the original's gradients with dropout 0; with dropout the scoring pass draws its own decoder masks.
+        """
         assert self._reward is not None, "on_train_start builds the reward"
         samples = self.cfg.scst.num_samples
         generator = torch.Generator(device=self.device).manual_seed(derive_seed("scst", *batch["seed"].tolist()))
-        result = self.model.sample(batch["inputs"], self.vocabulary.sos, self.vocabulary.eos, samples,
+        result = self.model.sample_scored(batch["inputs"], self.vocabulary.sos, self.vocabulary.eos, samples,
                                    self.cfg.scst.max_len, generator=generator)
         references = [self._train_references[i] for i in batch["index"].tolist() for _ in range(samples)]
         rewards = self._reward(sampled_words(result.sequences, self.vocabulary.words), references)
