@@ -22,3 +22,4 @@ from podium.stages import (  # noqa: F401
 for _task in ("multilabel", "mri", "mask", "iqa"):
     registry.declare_task(_task, f"podium.tasks.{_task}")
 registry.declare_task("mri_router", "podium.tasks.mri.router")
+registry.declare_task("iqa_mos", "podium.tasks.iqa.mos")

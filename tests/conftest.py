@@ -33,3 +33,25 @@ def podium_popen(*args: str, store: Path) -> subprocess.Popen:
     env = {**os.environ, "PODIUM_HOME": str(store), "COLUMNS": "200"}
     return subprocess.Popen([sys.executable, "-m", "podium", *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def podium_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """``podium ARGS`` in this process -> (exit code, stdout, stderr): for commands that stop before any
+    stage runs (a subprocess spends ~4 s importing lightning and torch again)."""
+    from podium import cli
+
+    def call(*args: str, store: Path) -> tuple[int, str, str]:
+        monkeypatch.setenv("PODIUM_HOME", str(store))
+        monkeypatch.setenv("COLUMNS", "200")
+        monkeypatch.setattr(sys, "argv", ["podium", *args])
+        capsys.readouterr()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call

@@ -166,11 +166,11 @@ def test_a_failing_rank_stops_every_rank(reference, tmp_path):
 @pytest.mark.parametrize("strategy, hint", [("ddp_spawn", "use 'ddp'"), ("ddp_notebook", "use 'ddp'"),
                                             ("fsdp", "sharded checkpoints"), ("deepspeed_stage_2", "sharded"),
                                             ("horovod", "expected one of auto, ddp")])
-def test_refused_strategies_exit_2_naming_the_path(tiny_recipe, tmp_path, strategy, hint):
-    proc = podium_cli("run", str(tiny_recipe), f"stages.fit.trainer.strategy={strategy}",
-                      "stages.fit.trainer.devices=2", store=tmp_path / "s")
-    stderr = " ".join(proc.stderr.split())
-    assert proc.returncode == 2
+def test_refused_strategies_exit_2_naming_the_path(tiny_recipe, tmp_path, podium_main, strategy, hint):
+    code, _, stderr = podium_main("run", str(tiny_recipe), f"stages.fit.trainer.strategy={strategy}",
+                                  "stages.fit.trainer.devices=2", store=tmp_path / "s")
+    stderr = " ".join(stderr.split())
+    assert code == 2
     assert f"stages.fit.trainer.strategy: {strategy!r}" in stderr or "unknown strategy" in stderr
     assert "stages.fit.trainer.strategy" in stderr and hint in stderr and "Traceback" not in stderr
     assert not (tmp_path / "s").exists()
@@ -181,11 +181,11 @@ def test_refused_strategies_exit_2_naming_the_path(tiny_recipe, tmp_path, strate
     (["stages.fit.trainer.num_nodes=2"], "start podium with srun"),
     (["stages.tune.trial.trainer.devices=2"], "a trial trains in one process"),
 ])
-def test_process_counts_that_cannot_work_exit_2(tiny_recipe, tmp_path, overrides, message):
+def test_process_counts_that_cannot_work_exit_2(tiny_recipe, tmp_path, podium_main, overrides, message):
     tiny_recipe.write_text(tiny_recipe.read_text().replace("\nprofiles:", SEARCH + "profiles:"))
-    proc = podium_cli("run", str(tiny_recipe), *overrides, store=tmp_path / "s")
-    stderr = " ".join(proc.stderr.split())
-    assert proc.returncode == 2 and message in stderr and "Traceback" not in stderr, stderr
+    code, _, stderr = podium_main("run", str(tiny_recipe), *overrides, store=tmp_path / "s")
+    stderr = " ".join(stderr.split())
+    assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
 
 
 def test_python_api_asks_for_a_launcher(tiny_recipe, tmp_path):

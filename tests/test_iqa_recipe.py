@@ -17,8 +17,6 @@ from podium.errors import ConfigError
 from podium.recipe import load_recipe
 from podium.tasks.iqa.data import IqaLayout
 
-from .conftest import podium_cli
-
 RECIPE = Path(__file__).parent.parent / "recipes" / "iqa-caption.yaml"
 QUIET = Console(quiet=True)
 # the tiny profile made smaller still: fewer images and epochs, one MOS backbone's features shared
@@ -28,15 +26,16 @@ SMALLER = [
     "stages.xe_partial.trainer.max_epochs=2",
     "stages.scst_partial.trainer.max_epochs=1",
     "stages.scst_e2e.trainer.max_epochs=1",
+    "stages.mos_finetune.trainer.max_epochs=1",
     "stages.captions.models=[scst_e2e@last]",
     "stages.captions.max_len=20",
     "stages.captions_xe.max_len=20",
 ]
 
 
-def test_full_size_recipe_validates(tmp_path: Path):
-    proc = podium_cli("run", "--check", str(RECIPE), store=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_full_size_recipe_validates(tmp_path: Path, podium_main):
+    code, out, err = podium_main("run", "--check", str(RECIPE), store=tmp_path)
+    assert code == 0, out + err
     recipe = load_recipe(RECIPE)
     stages = recipe.stages
     # the seed's six caption stages in order, with its global batches (batch x accumulation)
@@ -118,3 +117,33 @@ def test_tiny_profile_scst_ends_above_the_xe_it_started_from(tmp_path: Path):
     assert {o.state for o in run.outcomes} == {"done"}
     xe = last_val_cider(run, "xe_e2e")
     assert last_val_cider(run, "scst_partial") > xe and last_val_cider(run, "scst_e2e") > xe
+
+
+def test_report_shows_captions_under_images_and_mos_against_truth(reduced):
+    from .test_report import assert_self_contained
+
+    text = podium.api.report(reduced.recipe, store=reduced.store).read_text()
+    page = assert_self_contained(text)
+    assert page.items() == {"imagegrid": 1, "scatter": 1}
+    assert page.tiles() == 12, "every test image (fewer than the 18 shown at most)"
+    board = reduced.leaderboard["leaderboard"]
+    best = max((m["caption_score"], p) for p, m in board.items() if "caption_score" in m)[1]
+    assert f"{best}: the best captions leaderboard scored" in text
+    for name in ("mos", "mos_nfnet_fit", "mos_vit_fit", "mos_swin192_fit", "mos_swin384_fit", "mos_finetune_test"):
+        assert f'"name":"{name}"' in text, "one scatter series per MOS prediction"
+
+
+def test_caption_marks_follow_the_images_distortions():
+    from podium.report.items import Span
+    from podium.tasks.iqa.report import _caption
+    from podium.tasks.iqa.synth import Mention
+
+    truth = frozenset({Mention("blur", "strong", ""), Mention("cast", "slight", "red")})
+    spans, wrong = _caption("the image is very blurry and slightly noisy.", "ref.", truth)
+    marks = [s for s in spans if s.tone]
+    assert marks == [Span("strong blur", "good"), Span("slight red cast", "bad"), Span("slight noise", "extra")]
+    assert wrong
+    spans, wrong = _caption("the photo has heavy blur and a mild red tint.", "ref.", truth)
+    assert not wrong and all(s.tone in ("", "good") for s in spans)
+    assert _caption("a clear and well exposed photo.", "ref.", frozenset())[0][-1] == Span("clean", "good")
+    assert _caption("anything.", "ref.", None) == ((Span("anything."), Span(" | ref: ref.")), False)

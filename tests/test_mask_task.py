@@ -15,13 +15,14 @@ from pydantic import ValidationError
 
 import podium.api as api
 from podium.engine.checkpoint import load_checkpoint, select_checkpoint
+from podium.engine.schedules import warmup_cosine
 from podium.ensemble.predictions import Predictions
 from podium.errors import ConfigError
 from podium.stages.predict import load_model
 from podium.store import StageRun
 from podium.tasks import get_task
 from podium.tasks.mask.model import ModelConfig, build_model
-from podium.tasks.mask.module import contrastive_loss, warmup_cosine
+from podium.tasks.mask.module import contrastive_loss
 
 RECIPE = """
 name: mask-tiny

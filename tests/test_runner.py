@@ -232,10 +232,11 @@ def test_relative_store_path(tiny_recipe, tmp_path, monkeypatch):
     assert list(json.loads(listing.read_text())) == ["test.csv", "train.csv", "val.csv"]
 
 
-def test_status_cli_lists_every_stage(tiny_recipe, tmp_path):
+def test_status_cli_lists_every_stage(tiny_recipe, tmp_path, podium_main):
     store = tmp_path / "s"
     run(tiny_recipe, store, "stages.fit.trainer.max_epochs=2", only=["data", "fit"])
-    out = podium_cli("status", str(tiny_recipe), "stages.fit.trainer.max_epochs=2", store=store, check=True).stdout
+    code, out, _ = podium_main("status", str(tiny_recipe), "stages.fit.trainer.max_epochs=2", store=store)
+    assert code == 0
     lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
     assert "done" in lines["fit"] and "best_val_acc=" in lines["fit"]
     assert "missing" in lines["pred"]

@@ -42,6 +42,6 @@ def test_array_tasks_then_the_dependent_job_run_the_recipe(tiny_recipe, tmp_path
     assert sorted(m["member"] for m in members) == [0, 1, 2]
 
 
-def test_slurm_refuses_a_stage_that_is_not_a_sweep(tiny_recipe, tmp_path):
-    proc = podium_cli("slurm", str(tiny_recipe), "--stage", "fit", store=tmp_path)
-    assert proc.returncode == 2 and "'fit' is not a sweep" in proc.stderr
+def test_slurm_refuses_a_stage_that_is_not_a_sweep(tiny_recipe, tmp_path, podium_main):
+    code, _, stderr = podium_main("slurm", str(tiny_recipe), "--stage", "fit", store=tmp_path)
+    assert code == 2 and "'fit' is not a sweep" in " ".join(stderr.split())

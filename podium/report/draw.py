@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from PIL import Image
 
-from podium.report.items import Bars, Heatmap, ImageGrid, Picture, Strip, Tile
+from podium.report.items import Bars, Heatmap, ImageGrid, Picture, Scatter, Strip, Tile
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354")
@@ -150,6 +150,22 @@ def strip(item: Strip, figures: Figures) -> str:
     return figures.html(fig)
 
 
+def scatter(item: Scatter, figures: Figures) -> str:
+    fig = go.Figure()
+    values = [v for pts in item.points.values() for _, x, y in pts for v in (x, y)]
+    if item.diagonal and values:
+        low, high = min(values), max(values)
+        fig.add_scatter(x=[low, high], y=[low, high], mode="lines", name="y = x", hoverinfo="skip",
+                        line={"color": "#999", "dash": "dot"})
+    for i, (name, pts) in enumerate(item.points.items()):
+        fig.add_scatter(x=[x for _, x, _ in pts], y=[y for _, _, y in pts], mode="markers", name=name,
+                        text=[label for label, _, _ in pts], marker={"color": colour(i), "size": 7, "opacity": 0.8},
+                        hovertemplate=f"%{{text}}<br>{esc(item.x_title)} %{{x:.4g}}<br>{esc(item.y_title)} "
+                                      f"%{{y:.4g}}<extra>{esc(name)}</extra>")
+    layout(fig, 420, xaxis={"title": item.x_title}, yaxis={"title": item.y_title})
+    return figures.html(fig)
+
+
 def picture(item: Picture, figures: Figures) -> str:
     """One item as a ``<figure class='item'>``: its title, the drawing and its note."""
     if isinstance(item, ImageGrid):
@@ -160,6 +176,8 @@ def picture(item: Picture, figures: Figures) -> str:
         body = heatmap(item, figures)
     elif isinstance(item, Strip):
         body = strip(item, figures)
+    elif isinstance(item, Scatter):
+        body = scatter(item, figures)
     else:
         raise TypeError(f"no drawing for {type(item).__name__}")
     note = f"<p class='note'>{esc(item.note)}</p>" if item.note else ""

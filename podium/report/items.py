@@ -84,6 +84,17 @@ class Strip(Picture):
     axis: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Scatter(Picture):
+    """Labelled (x, y) points, one colour per series: ``series -> [(label, x, y)]``; ``diagonal`` draws
+    y = x (predicted against true values)."""
+
+    points: dict[str, list[tuple[str, float, float]]]
+    x_title: str
+    y_title: str
+    diagonal: bool = False
+
+
 @dataclass(frozen=True)
 class Baseline:
     """Not a picture: the score a trivial submission gets (``metric``, a key of the task's evaluate
@@ -93,7 +104,7 @@ class Baseline:
     label: str
 
 
-ReportItem = ImageGrid | Bars | Heatmap | Strip | Baseline
+ReportItem = ImageGrid | Bars | Heatmap | Strip | Scatter | Baseline
 
 
 @dataclass(frozen=True)

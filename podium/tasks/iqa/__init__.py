@@ -11,8 +11,6 @@ Test answers exist only in podium's synthetic data (``answers/``), which no stag
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Literal
 
@@ -24,14 +22,14 @@ from podium.ensemble.predictions import Predictions
 from podium.errors import ConfigError, DataError
 from podium.metrics.regression import mos_score
 from podium.registry import Task, register_task
+from podium.report.items import ReportItem, RunView
 from podium.stages.extract import ExtractConfig
 from podium.stages.regress import RegressConfig, RegressionData
 from podium.stages.synth import SynthConfig
-from podium.store import atomic_write
 from podium.tasks.iqa import caption_task
 from podium.tasks.iqa.caption_task import CaptionPredict
 from podium.tasks.iqa.captioning import CaptionModule, CaptionTrain, datasets
-from podium.tasks.iqa.data import IqaLayout, Vocabulary, split_train_val
+from podium.tasks.iqa.data import IqaLayout, Vocabulary, split_train_val, write_mos_csv
 from podium.tasks.iqa.features import ImageFiles, split_images
 from podium.tasks.iqa.models.expansionnet_v2 import ExpansionNetV2E2E
 from podium.tasks.iqa.synth import synthesize_iqa
@@ -127,12 +125,7 @@ class IqaTask(Task):
         """Captions as ``captions.csv`` (img_name,comments); MOS predictions as ``predictions.csv``: img_name,mos."""
         if preds.kind == "captions":
             return [caption_task.write_captions(preds, out_dir)]
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["img_name", "mos"])
-        writer.writerows((name, f"{value:.6g}") for name, value in zip(preds.ids.tolist(), preds.scores.tolist(),
-                                                                        strict=True))
-        return [atomic_write(out_dir / "predictions.csv", buf.getvalue())]
+        return [write_mos_csv(preds.ids.tolist(), preds.scores.tolist(), out_dir)]
 
     def evaluate(self, preds: Predictions, data_root: Path, cfg: object, out_dir: Path) -> dict:
         """MOS predictions scored as the leaderboard does: (max(PLCC, 0) + max(SRCC, 0)) / 2; captions by
@@ -156,6 +149,12 @@ class IqaTask(Task):
                             "predictions)")
         scores = mos_score(preds.scores, np.array([truth[i] for i in ids]))
         return {"mos_score": scores["score"], "plcc": scores["plcc"], "srcc": scores["srcc"], "items": len(ids)}
+
+    def report_items(self, view: RunView) -> list[ReportItem]:
+        """The best captions under their images, and predicted against true MOS for every MOS prediction."""
+        from podium.tasks.iqa.report import report_items  # the report's imports, only for a report
+
+        return report_items(view)
 
     def leaderboard_notes(self, scores: dict[str, dict]) -> list[str]:
         return caption_task.ranking_notes(scores)

@@ -33,6 +33,7 @@ from PIL import Image
 
 from podium.engine.seeding import split_keys
 from podium.errors import DataError
+from podium.store import atomic_write
 
 TRAIN_CSV = "train.csv"
 TEST_CSV = "test.csv"
@@ -398,3 +399,9 @@ def build_vocabulary(captions: Iterable[str], min_count: int = 1) -> Vocabulary:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     counts = Counter(w for caption in captions for w in clean_caption(caption))
     return Vocabulary(sorted({*SPECIAL_TOKENS, *(w for w, n in counts.items() if n >= min_count)}))
+
+
+def write_mos_csv(names: Sequence[str], mos: Sequence[float], out_dir: Path) -> Path:
+    """``predictions.csv``: img_name,mos per predicted image, in order (the MOS stages' readable output)."""
+    lines = ["img_name,mos", *(f"{name},{value:.6g}" for name, value in zip(names, mos, strict=True))]
+    return atomic_write(Path(out_dir) / "predictions.csv", "\n".join(lines) + "\n")

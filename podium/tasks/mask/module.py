@@ -8,8 +8,6 @@ per-batch F1s would be a different number), ``val_acc`` and ``val_loss``.
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Literal
 
 import lightning as L
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from podium.engine.schedules import adamw_warmup_cosine
 from podium.metrics.classification import multiclass_scores
 from podium.recipe import Strict
 from podium.tasks.mask.data import NUM_CLASSES
@@ -67,13 +66,6 @@ def contrastive_loss(embeddings: Tensor, labels: Tensor, pos_margin: float = 1.0
             + _mean_nonzero(torch.relu(neg_margin - dist)[~same]))
 
 
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR factor: linear warm-up to 1 over ``warmup`` steps ((step + 1) / warmup), then cosine to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 class MaskModule(L.LightningModule):
     def __init__(self, cfg):
         super().__init__()
@@ -120,9 +112,4 @@ class MaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay,
-                                fused=self.device.type == "cuda")
-        total = max(1, self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, functools.partial(warmup_cosine, warmup=o.warmup_steps, total=total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self, o.lr, o.weight_decay, o.warmup_steps, o.betas)
