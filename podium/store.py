@@ -26,6 +26,7 @@ from podium.errors import CorruptFileError, DataError
 MANIFEST = "manifest.json"
 FILES = "files.json"  # a data set's listing: relative name -> [size, sha256]; an output of its stage
 STAMPS = "verified.json"  # relative name -> [size, mtime_ns] of each listed file when it last verified
+OUTPUT_STAMPS = "outputs-verified.json"  # output name -> [size, mtime_ns, sha256] when it last verified
 HASH_THREADS = 4  # hashlib releases the GIL: a few threads keep a disk (or the page cache) busy
 
 
@@ -274,10 +275,14 @@ class StageRun:
             return {}
         manifest = self.read_manifest()
         outputs = manifest.setdefault("outputs", {})
+        stamps = self._output_stamps()
         for f in files:
             rel = Path(f).relative_to(self.path) if Path(f).is_absolute() else Path(f)
+            before = (self.path / rel).stat()
             outputs[rel.as_posix()] = sha256_file(self.path / rel)
+            stamps[rel.as_posix()] = [before.st_size, before.st_mtime_ns, outputs[rel.as_posix()]]
         self.write_manifest(manifest)
+        write_json(self.path / OUTPUT_STAMPS, stamps)
         return outputs
 
     def output(self, name: str) -> Path:
@@ -287,9 +292,32 @@ class StageRun:
             raise CorruptFileError(f"{self.path / name}: not a recorded output of this stage")
         return verify_file(self.path / name, outputs[name])
 
+    def _output_stamps(self) -> dict[str, list]:
+        path = self.path / OUTPUT_STAMPS
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):  # none or unreadable: a re-read
+            return json.loads(path.read_text())
+        return {}
+
     def verify_outputs(self) -> None:
+        """Every recorded output against its sha256, before a finished stage is skipped.
+
+        An output whose size and mtime are those it had when it last verified (or was recorded) with the
+        same digest was not written since and is not read again: skipping a stage whose feature store
+        holds 50 GiB costs a ``stat``. ``podium verify`` reads every byte.
+        """
+        stamps = self._output_stamps()
+        fresh = {}
         for name, digest in self.read_manifest().get("outputs", {}).items():
-            verify_file(self.path / name, digest)
+            path = self.path / name
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                raise CorruptFileError(f"{path}: missing (recorded with sha256 {digest[:12]}...)") from None
+            fresh[name] = [st.st_size, st.st_mtime_ns, digest]
+            if stamps.get(name) != fresh[name]:
+                verify_file(path, digest)
+        if self.writer and fresh != stamps:
+            write_json(self.path / OUTPUT_STAMPS, fresh)
 
     def recorded_files(self) -> dict[str, str]:
         """Every file the manifest vouches for, outputs and checkpoints: relative name -> sha256."""

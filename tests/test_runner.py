@@ -279,3 +279,36 @@ def test_best_checkpoint_by_a_training_metric_is_judged_at_each_epochs_end(tiny_
     assert best["score"] == pytest.approx(min(losses), rel=1e-6)
     saved = manifest(store, "fit")["checkpoints"].get(f"epoch={epoch}")  # every second epoch is saved anyway
     assert best["file"] == (saved["file"] if saved else f"checkpoints/best-step={best['step']:07d}.ckpt")
+
+
+def test_a_skipped_stage_rereads_only_outputs_written_since_they_verified(tiny_recipe, tmp_path, monkeypatch):
+    """Skipping costs a stat per output (a feature store can hold 50 GiB); a rewritten output is read and,
+    when damaged, its stage runs again; ``podium verify`` reads every byte, even of an output whose size
+    and mtime were put back."""
+    import os
+
+    import podium.store
+
+    store = tmp_path / "s"
+    run(tiny_recipe, store, only=["data", "fit", "pred"])
+    pred = stage_dir(store, "pred")
+    hashed = []
+    original = podium.store.sha256_file
+    monkeypatch.setattr(podium.store, "sha256_file", lambda path: hashed.append(str(path)) or original(path))
+    outcomes = run(tiny_recipe, store, only=["data", "fit", "pred"]).outcomes
+    assert {o.state for o in outcomes} == {"skipped"} and hashed == []
+
+    out = pred / next(iter(manifest(store, "pred")["outputs"]))
+    st = out.stat()
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 0x01
+    out.write_bytes(bytes(data))
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same size and mtime: not read on a skip
+    assert {o.state for o in run(tiny_recipe, store, only=["pred"]).outcomes} == {"skipped"} and hashed == []
+    checked, damaged = podium.api.verify(tiny_recipe, store=store, stages=["pred"], progress=False)
+    assert [str(out) in d.problem for d in damaged] == [True]
+
+    out.write_bytes(bytes(data))  # written again (a new mtime): read, found damaged, the stage runs again
+    (outcome,) = run(tiny_recipe, store, only=["pred"]).outcomes
+    assert outcome.state == "done" and str(out) in hashed
+    assert podium.api.verify(tiny_recipe, store=store, stages=["pred"], progress=False)[1] == []
