@@ -202,6 +202,41 @@ def verify(recipe: str | Path | Recipe, overrides: Sequence[str] = (), profile: 
     return total, damaged
 
 
+def export(recipe: str | Path | Recipe, ref: str, out: str | Path, overrides: Sequence[str] = (),
+           profile: str | None = None, store: str | Path | RunStore | None = None) -> Path:
+    """Write the image backbone of a trained model (``stage@best|@last|@epoch=N``, ``stage[i]@...``) as a
+    plain timm state dict at ``out``, for ``pretrained_file`` in another recipe: the MOS regressor's
+    fine-tuned Swin as a captioner's backbone, a recipe's pretrained stand-in for ImageNet weights."""
+    import torch
+
+    from podium.errors import ConfigError
+    from podium.recipe import Ref
+    from podium.registry import CHECKPOINT_KINDS
+    from podium.runner import StageContext, stage_seed
+    from podium.store import atomic_path
+    from podium.tasks import get_task
+
+    recipe = _as_recipe(recipe, profile, overrides)
+    target = Ref.parse(ref, "REF")
+    node = recipe.stages.get(target.stage)
+    if node is None or node.kind not in CHECKPOINT_KINDS:
+        kinds = ", ".join(sorted(CHECKPOINT_KINDS))
+        raise ConfigError(f"REF: {target.stage!r} is not a stage with checkpoints of {recipe.name} (kinds: {kinds})")
+    runner = Runner(recipe, _as_store(store), console=Console(quiet=True))
+    runs = runner.runs_of(target.stage)
+    if any(r.status != "done" for r in runs):
+        raise ConfigError(f"REF: stage {target.stage!r} is not done in {runner.store.root}; run it first "
+                          f"(podium run RECIPE --only {target.stage})")
+    cfg = node.configs[0]
+    ctx = StageContext(recipe, node, cfg, None, runs[0], runner.store, stage_seed(recipe, cfg), {target.stage: runs},
+                       runner.console, runner.data_root(), runner.world)
+    model, train_cfg = ctx.model(target)
+    backbone = get_task(node.task).trained_backbone(model, train_cfg)
+    with atomic_path(out) as tmp:
+        torch.save(backbone.state_dict(), tmp)
+    return Path(out)
+
+
 def slurm(recipe: str | Path | Recipe, stage: str, overrides: Sequence[str] = (), profile: str | None = None,
           options: Sequence[str] = (), store: str | Path | RunStore | None = None) -> dict[str, str]:
     """sbatch scripts that run a sweep's members as a SLURM array, then the rest of the recipe."""

@@ -157,6 +157,19 @@ def verify(recipe: Path = typer.Argument(..., help="Recipe YAML file"), override
 
 
 @app.command()
+def export(recipe: Path = typer.Argument(..., help="Recipe YAML file"),
+           ref: str = typer.Argument(..., help="The trained model: STAGE@best, @last, @epoch=N, STAGE[i]@..."),
+           out: Path = typer.Argument(..., help="The weights file to write (a timm state dict)"),
+           overrides: list[str] = Overrides, profile: str = Profile, store: Path = Store) -> None:
+    """Write a trained model's image backbone as a timm weights file, for another recipe's pretrained_file.
+
+    Example: podium export recipes/iqa-caption.yaml mos_finetune@best swin_mos.pth --profile tiny
+    """
+    path = api.export(recipe, ref, out, overrides or [], profile, store)
+    console.print(f"backbone of {ref}: {path}")
+
+
+@app.command()
 def slurm(
     recipe: Path = typer.Argument(..., help="Recipe YAML file"),
     overrides: list[str] = Overrides,

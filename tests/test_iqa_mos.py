@@ -142,3 +142,23 @@ def test_an_extract_stage_pools_the_fine_tuned_backbone(run: api.RunResult):
     with torch.inference_mode():
         tokens = model.net.forward_features(MosImages([first], 32)[0][0][None])
     np.testing.assert_allclose(pooled, tokens.mean(dim=(-2, -1))[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_export_writes_the_backbone_as_timm_weights(run: api.RunResult, tmp_path: Path, podium_main):
+    """``podium export`` -> a file that ``pretrained_file`` loads into a headless timm model: the same tokens."""
+    from podium.engine.backbones import create_timm_model
+
+    recipe, store = tmp_path / "recipe.yaml", run.store.root
+    recipe.write_text(RECIPE)
+    out = tmp_path / "convnext_mos.pth"
+    code, _, err = podium_main("export", str(recipe), "finetune@best", str(out), store=store)
+    assert code == 0 and out.is_file(), err
+    model, _ = trained(run)
+    loaded = create_timm_model("test_convnext", str(out), num_classes=0).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.forward_features(images), model.net.forward_features(images), rtol=0, atol=0)
+    code, _, err = podium_main("export", str(recipe), "test_mos@best", str(tmp_path / "x.pth"), store=store)
+    assert code == 2 and "'test_mos' is not a stage with checkpoints" in " ".join(err.split())
+    code, _, err = podium_main("export", str(recipe), "finetune@best", str(tmp_path / "y.pth"), store=tmp_path / "e")
+    assert code == 2 and "is not done" in " ".join(err.split()) and not (tmp_path / "y.pth").exists()
