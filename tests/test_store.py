@@ -24,6 +24,19 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["f.txt"]
 
 
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    """Not mkstemp's 0600: a submission or report is readable by whoever the umask lets read it."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = plain.stat().st_mode & 0o777
+    written = atomic_write(tmp_path / "submission.csv", "a,b\n")
+    with atomic_path(tmp_path / "weights.bin") as tmp:
+        tmp.write_bytes(b"\0" * 8)
+    assert expected != 0o600
+    assert written.stat().st_mode & 0o777 == expected
+    assert (tmp_path / "weights.bin").stat().st_mode & 0o777 == expected
+
+
 def test_atomic_path_failure_keeps_old_file(tmp_path):
     target = tmp_path / "f.bin"
     atomic_write(target, b"good")
