@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ import torch
 import podium.api as api
 from podium.engine.checkpoint import load_checkpoint, select_checkpoint
 from podium.engine.feature_store import STORE, read_features
-from podium.ensemble.predictions import load_predictions
-from podium.errors import ConfigError
+from podium.ensemble.predictions import Predictions, load_predictions
+from podium.errors import ConfigError, DataError
 from podium.metrics.regression import mos_score
 from podium.stages.predict import load_model
 from podium.store import StageRun
@@ -162,3 +163,14 @@ def test_export_writes_the_backbone_as_timm_weights(run: api.RunResult, tmp_path
     assert code == 2 and "'test_mos' is not a stage with checkpoints" in " ".join(err.split())
     code, _, err = podium_main("export", str(recipe), "finetune@best", str(tmp_path / "y.pth"), store=tmp_path / "e")
     assert code == 2 and "is not done" in " ".join(err.split()) and not (tmp_path / "y.pth").exists()
+
+
+@pytest.mark.parametrize(("kind", "split", "scores", "message"), [
+    ("values", "test", [5.0], "test_answers.csv: no MOS for img_name 'nope' (1 of 1 predictions)"),
+    ("captions", "val", ["A photo."], "train.csv: no comments for img_name 'nope' (1 of 1 predictions)"),
+])
+def test_evaluate_names_the_file_without_truth_for_a_prediction(run: api.RunResult, tmp_path: Path, kind: str,
+                                                                 split: str, scores: list, message: str):
+    preds = Predictions(np.array(["nope"]), np.array(scores), kind, split)
+    with pytest.raises(DataError, match=re.escape(message)):
+        get_task("iqa").evaluate(preds, stage_dir(run, "data") / "data", None, tmp_path)

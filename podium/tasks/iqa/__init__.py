@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 
 from podium.ensemble.predictions import Predictions
-from podium.errors import ConfigError, DataError
+from podium.errors import ConfigError
 from podium.metrics.regression import mos_score
 from podium.registry import Task, register_task
 from podium.report.items import ReportItem, RunView
@@ -140,14 +140,9 @@ class IqaTask(Task):
         if preds.kind != "values":
             raise ConfigError(f"iqa evaluates MOS predictions (values) or captions; these hold {preds.kind}")
         layout = IqaLayout(data_root)
-        truth = mos_truth(layout, preds.split)
         ids = preds.ids.tolist()
-        missing = [i for i in ids if i not in truth]
-        if missing:
-            source = layout.answers_csv if preds.split == "test" else layout.root / "train.csv"
-            raise DataError(f"{source}: no MOS for img_name {missing[0]!r} ({len(missing)} of {len(ids)} "
-                            "predictions)")
-        scores = mos_score(preds.scores, np.array([truth[i] for i in ids]))
+        truth = layout.truth_of(ids, preds.split, mos_truth(layout, preds.split), "MOS")
+        scores = mos_score(preds.scores, np.array(truth))
         return {"mos_score": scores["score"], "plcc": scores["plcc"], "srcc": scores["srcc"], "items": len(ids)}
 
     def report_items(self, view: RunView) -> list[ReportItem]:

@@ -195,13 +195,9 @@ def reference_comments(layout: IqaLayout, split: str) -> dict[str, tuple[str, ..
 def evaluate_captions(preds: Predictions, data_root: Path) -> dict[str, float]:
     """The caption leaderboard's score (4 CIDEr-D + 3 METEOR + 2 (BLEU-3 + BLEU-4) / 2 + ROUGE-L) and its parts."""
     layout = IqaLayout(data_root)
-    truth = reference_comments(layout, preds.split)
     names = preds.ids.tolist()
-    missing = [n for n in names if n not in truth]
-    if missing:
-        source = layout.answers_csv if preds.split == "test" else layout.root / "train.csv"
-        raise DataError(f"{source}: no comments for img_name {missing[0]!r} ({len(missing)} of {len(names)})")
-    scores = caption_score(dict(zip(names, preds.scores.tolist(), strict=True)), {n: truth[n] for n in names})
+    truth = layout.truth_of(names, preds.split, reference_comments(layout, preds.split), "comments")
+    scores = caption_score(dict(zip(names, preds.scores.tolist(), strict=True)), dict(zip(names, truth, strict=True)))
     return {"caption_score": scores.pop("score"), **scores}
 
 

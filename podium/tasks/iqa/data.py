@@ -278,6 +278,16 @@ class IqaLayout:
                             "without one); expected every image of test.csv")
         return answers
 
+    def truth_of(self, names: Sequence[str], split: str, truth: dict, what: str) -> list:
+        """``truth[name]`` for each predicted name, or an error naming the file that lacks one: the hidden
+        answers for test predictions, train.csv for the others."""
+        missing = [n for n in names if n not in truth]
+        if missing:
+            source = self.answers_csv if split == "test" else self.root / TRAIN_CSV
+            raise DataError(f"{source}: no {what} for img_name {missing[0]!r} ({len(missing)} of {len(names)} "
+                            "predictions)")
+        return [truth[n] for n in names]
+
     def data_files(self) -> list[Path]:
         """Every file of the data set (CSVs, then train and test images), reading and checking each CSV."""
         csvs = [self.root / TRAIN_CSV, self.root / TEST_CSV, self.sample_submission_csv]
