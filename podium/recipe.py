@@ -12,6 +12,7 @@ import importlib.util
 import re
 import sys
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -27,6 +28,9 @@ from podium.registry import get_task, stage_kind, stage_kinds
 
 # the plugin every recipe loads first: podium's own stage kinds and tasks register like anyone's
 BUILTINS = "podium.builtins"
+# ${recipe_dir:} in a recipe is the directory of its file, so a recipe can name files shipped next to it
+_RECIPE_DIR: ContextVar[Path] = ContextVar("recipe_dir")
+OmegaConf.register_resolver("recipe_dir", lambda: str(_RECIPE_DIR.get()), replace=True)
 _REF = re.compile(r"^(?P<stage>[A-Za-z_][\w-]*)(?:\[(?P<member>\d+)\])?(?:@(?P<sel>[^@]*))?$")
 
 
@@ -417,10 +421,16 @@ def _shared_by_members(problems: list[str], count: int) -> list[str]:
 def load_recipe(path: str | Path, profile: str | None = None, overrides: Sequence[str] = ()) -> Recipe:
     """Load, apply ``profile`` then ``overrides`` (dotlist), validate, and order the stages."""
     path = Path(path)
-    cfg = _load_yaml(path)
-    cfg = _apply_profile(cfg, profile, str(path))
-    cfg = _apply_dotlist(cfg, list(overrides), "command line")
-    raw = OmegaConf.to_container(cfg, resolve=True)
+    token = _RECIPE_DIR.set(path.parent.absolute())
+    try:
+        cfg = _load_yaml(path)
+        cfg = _apply_profile(cfg, profile, str(path))
+        cfg = _apply_dotlist(cfg, list(overrides), "command line")
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: cannot resolve an interpolation ({e})") from None
+    finally:
+        _RECIPE_DIR.reset(token)
     raw.pop("profiles", None)
     top = validate(_RecipeTop, raw, "")
     _import_plugin(BUILTINS, path.parent, "podium's built-in stage kinds and tasks")

@@ -27,9 +27,11 @@ from podium.tasks.iqa.data import (
     tokenize_caption,
 )
 from podium.tasks.iqa.synth import (
+    CLEAN_COMMENTS,
     DISTORTIONS_CSV,
     Distortion,
     Mention,
+    describe,
     distort,
     mentions,
     mos_of,
@@ -136,6 +138,19 @@ def test_comments_parse_back_to_their_distortions(root: Path):
     assert parse_comment("the image is sharp and clean.") == frozenset()
     assert [Distortion("noise", s).level for s in (0.15, 0.3, 0.4, 0.6, 0.7, 0.95)] == [
         "slight", "slight", "moderate", "moderate", "strong", "strong"]
+
+
+def test_word_choice_is_zipfian():
+    """The k-th of n synonyms comes with probability (1/k) / (1 + 1/2 + ... + 1/n), as word choice in real
+    comments does: a consensus wording exists, so CIDEr-D rewards naming the right distortions more than
+    the luck of matching a reference's synonyms."""
+    draws = 20_000
+    rng = np.random.default_rng(0)
+    found = [describe((), rng) for _ in range(draws)]
+    assert len(CLEAN_COMMENTS) == 4
+    for comment, share in zip(CLEAN_COMMENTS, (12 / 25, 6 / 25, 4 / 25, 3 / 25), strict=True):
+        expected = draws * share
+        assert abs(found.count(f"{comment}.") - expected) < 4 * np.sqrt(expected * (1 - share)), comment
 
 
 def test_distortions_do_what_they_say():

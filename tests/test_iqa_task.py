@@ -37,7 +37,7 @@ SWIN_NAME = "swin_tiny_patch4_window7_224"
 TOKENS = (144, 16)
 
 
-def extract_recipe(num_train: int, num_test: int, weights: Path | None = None) -> str:
+def extract_recipe(num_train: int, num_test: int, weights: Path | str | None = None) -> str:
     pretrained = f", pretrained_file: {weights}" if weights else ""
     return f"""
 name: iqa-extract
@@ -154,6 +154,24 @@ def test_new_weights_make_a_new_store_and_the_same_weights_reuse_it(tmp_path: Pa
     assert stage_hashes(load_recipe(recipe))["tokens"][0] != stage_dir(first, "tokens").name
     save_weights(weights, seed=1)  # the same bytes again: the finished store
     assert stage_hashes(load_recipe(recipe))["tokens"][0] == stage_dir(first, "tokens").name
+
+
+def test_weights_are_known_by_their_digest_not_their_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A recipe names a file shipped next to it as ${recipe_dir:}/...; where the file lies is not hashed,
+    so a moved copy or another working directory reuses the store."""
+    folder = tmp_path / "recipes"
+    (folder / "weights").mkdir(parents=True)
+    weights = save_weights(folder / "weights" / "swin.pth", seed=1)
+    recipe = write(folder, extract_recipe(3, 2, '"${recipe_dir:}/weights/swin.pth"'))
+    monkeypatch.chdir(tmp_path)
+    loaded = load_recipe(recipe)
+    assert loaded.stages["tokens"].configs[0].backbone.pretrained_file == str(weights)
+    moved = shutil.copy(weights, tmp_path / "moved.pth")
+    by_path = load_recipe(recipe, overrides=[f"stages.tokens.backbone.pretrained_file={moved}"])
+    assert stage_hashes(by_path)["tokens"] == stage_hashes(loaded)["tokens"]
+    missing = r"stages\.tokens\.backbone\.pretrained_file: .*recipes/nothing\.pth: no such file"
+    with pytest.raises(ConfigError, match=missing):
+        load_recipe(recipe, overrides=["stages.tokens.backbone.pretrained_file=${recipe_dir:}/nothing.pth"])
 
 
 def test_a_pinned_digest_must_match_the_weights(tmp_path: Path):

@@ -95,7 +95,8 @@ class ExtractConfig(StageConfig):
     num_workers: int = Field(0, ge=0)
     device: str = "auto"  # auto: the GPU when there is one
 
-    unhashed = ("batch_size", "commit_every", "num_workers", "device")
+    # the weights are identified by backbone.sha256, never by where their file lies
+    unhashed = ("batch_size", "commit_every", "num_workers", "device", "backbone.pretrained_file")
 
     @model_validator(mode="after")
     def _consistent(self) -> ExtractConfig:

@@ -23,7 +23,10 @@ stays inside the real range (about 1.8..8.6, mean 5.58, spec section 1): here ab
 Comments come from a small grammar (:func:`describe`): every comment of an image names each of its
 distortions with its level, through adjectives ("the image is slightly blurry and very dark") or nouns
 ("strong noise makes the details hard to see", "the photo has a slight blue tint"), with synonyms;
-:func:`parse_comment` reads them back. An image has 1..``max_comments`` comments, one with probability
+:func:`parse_comment` reads them back. As in real comments, word choice is Zipfian (the k-th synonym or
+template with weight 1/k): with uniform choices no wording is a consensus, and CIDEr-D, which scores a
+caption by its n-grams' agreement with the references, then measured the luck of the draw more than
+whether a caption names the right distortions. An image has 1..``max_comments`` comments, one with probability
 0.72 for 3 (the real set has about 1.36 per image, iqa-verified 2.1).
 
 Layout (exactly the competition's, plus ``answers/``, which the task never reads as input)::
@@ -70,7 +73,7 @@ from podium.tasks.iqa.data import (
     read_csv_rows,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CONFIG_FILE = ".synth.json"
 DISTORTIONS_CSV = "answers/distortions.csv"
 SPLITS = ("train", "test")
@@ -163,26 +166,32 @@ def _join(phrases: Sequence[str]) -> str:
     return phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
 
 
+def _pick(options: Sequence[str], rng: np.random.Generator) -> str:
+    """One of ``options``, the k-th with weight 1/k (Zipf's law)."""
+    weights = 1.0 / np.arange(1, len(options) + 1)
+    return str(options[int(rng.choice(len(options), p=weights / weights.sum()))])
+
+
 def _noun_phrase(d: Distortion, rng: np.random.Generator) -> tuple[str, bool]:
     """("a slight blue tint", plural?) for one distortion."""
-    noun = str(rng.choice(NOUNS[d.kind, d.detail]))
+    noun = _pick(NOUNS[d.kind, d.detail], rng)
     article = "a " if noun.endswith(("tint", "cast")) else ""
-    return f"{article}{rng.choice(LEVEL_ADJECTIVES[d.level])} {noun}", noun.endswith("s")
+    return f"{article}{_pick(LEVEL_ADJECTIVES[d.level], rng)} {noun}", noun.endswith("s")
 
 
 def describe(distortions: Sequence[Distortion], rng: np.random.Generator) -> str:
     """One comment naming every distortion with its level, in a random order and wording."""
     if not distortions:
-        return f"{rng.choice(CLEAN_COMMENTS)}."
+        return f"{_pick(CLEAN_COMMENTS, rng)}."
     order = [distortions[i] for i in rng.permutation(len(distortions))]
     if rng.random() < 0.5:
-        phrases = [f"{rng.choice(ADVERBS[d.level])} {rng.choice(ADJECTIVES[d.kind, d.detail])}" for d in order]
-        return f"{str(rng.choice(ADJECTIVE_TEMPLATES)).format(_join(phrases))}."
+        phrases = [f"{_pick(ADVERBS[d.level], rng)} {_pick(ADJECTIVES[d.kind, d.detail], rng)}" for d in order]
+        return f"{_pick(ADJECTIVE_TEMPLATES, rng).format(_join(phrases))}."
     nouns = [_noun_phrase(d, rng) for d in order]
     plural = len(nouns) > 1 or nouns[0][1]
     templates = NOUN_TEMPLATES + ((DETAIL_TEMPLATE,) if all((d.kind, d.detail) in HIDES_DETAILS for d in order)
                                   else ())
-    template = str(rng.choice(templates))
+    template = _pick(templates, rng)
     verb = re.search(r"\{verb:(\w+)\}", template)
     if verb:
         template = template.replace(verb.group(0), verb.group(1) if plural else f"{verb.group(1)}s")
