@@ -116,7 +116,7 @@ def logged(run: podium.api.RunResult, stage: str, column: str) -> list[float]:
 
 @pytest.mark.slow
 def test_tiny_profile_learns_what_the_images_show(tmp_path: Path):
-    """The whole tiny profile (~4 min on 2 cores). XE captions name what the test images show: their test
+    """The whole tiny profile (~3.5 min on 2 cores). XE captions name what the test images show: their test
     CIDEr-D beats the commonest training comment said of every image, and they name exactly the right
     kinds of distortion far more often than that comment does. SCST raises its own reward, and both MOS
     paths beat a constant (score 0). SCST does not raise test CIDEr-D at this size (README, IQA)."""

@@ -44,6 +44,21 @@ def test_invalid_recipe_exits_2_with_dotted_path(monkeypatch, capsys, tmp_path, 
     assert not store.exists(), "nothing may be written for an invalid recipe"
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("${nope:}", "Unsupported interpolation type nope full_key: stages.fit.lr"),
+    ("${stages.missing}", "Interpolation key 'stages.missing' not found full_key: stages.fit.lr"),
+])
+def test_unresolvable_interpolation_exits_2_naming_file_and_key(monkeypatch, capsys, tmp_path, tiny_recipe, value,
+                                                                 expected):
+    text = tiny_recipe.read_text()
+    tiny_recipe.write_text(text.replace("    kind: train\n", f'    kind: train\n    lr: "{value}"\n', 1))
+    store = tmp_path / "store"
+    code, err = cli_exit(monkeypatch, capsys, "run", str(tiny_recipe), "--store", str(store))
+    assert code == 2
+    assert f"{tiny_recipe}: cannot resolve an interpolation ({expected}" in " ".join(err.split())
+    assert not store.exists()
+
+
 def test_cycle_message_names_the_loop(tiny_recipe):
     with pytest.raises(ConfigError, match=r"dependency cycle (fit -> score|score -> .*) .*fit"):
         load_recipe(tiny_recipe, overrides=["stages.fit.needs=[score]"])
