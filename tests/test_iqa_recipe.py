@@ -1,15 +1,20 @@
 """recipes/iqa-caption.yaml: the full-size stages validate; a reduced run goes end to end (six caption
-stages, the MOS path, both leaderboards, the submission); an ensemble of one checkpoint twice decodes as it."""
+stages, the MOS path, both leaderboards, the submission); an ensemble of one checkpoint twice decodes as it;
+SCST killed with SIGKILL resumes to the unbroken run's weights."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
+import signal
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 import podium
@@ -19,6 +24,8 @@ from podium.metrics.caption import caption_score
 from podium.recipe import load_recipe
 from podium.tasks.iqa.data import IqaLayout
 from podium.tasks.iqa.synth import DISTORTIONS_CSV, mentions, parse_comment, read_distortions
+
+from .conftest import podium_cli, podium_popen
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "iqa-caption.yaml"
 QUIET = Console(quiet=True)
@@ -106,6 +113,41 @@ def test_ensemble_of_one_checkpoint_twice_decodes_as_it(reduced, tmp_path: Path)
     assert single != pair
     a, b = load_predictions(pair / "predictions.npz"), load_predictions(single / "predictions.npz")
     assert a.kind == "captions" and np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+
+
+def test_kill_9_during_scst_then_resume_is_identical(reduced, tmp_path: Path):
+    """SCST draws its samples from generators seeded by the batch's items, so a run killed after its first
+    epoch resumes from that checkpoint and ends where an unbroken run ends: the same weights and log."""
+    args = [*SMALLER, "stages.scst_partial.trainer.max_epochs=4"]
+    ref_store, killed_store = tmp_path / "ref", tmp_path / "killed"
+    for store in (ref_store, killed_store):
+        shutil.copytree(reduced.store.root, store)
+    ref = podium.run(RECIPE, args, profile="tiny", store=ref_store, console=QUIET, report=False,
+                     only=["scst_partial"])
+    unbroken = next(o.path for o in ref.outcomes if o.stage == "scst_partial")
+    broken = killed_store / unbroken.relative_to(ref_store)
+    cli = ["run", str(RECIPE), "--profile", "tiny", "--only", "scst_partial", *args]
+    proc = podium_popen(*cli, store=killed_store)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        manifest = broken / "manifest.json"
+        if manifest.is_file() and "epoch=1" in json.loads(manifest.read_text()).get("checkpoints", {}):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = json.loads((broken / "manifest.json").read_text())
+    assert killed["status"] == "running" and "epoch=4" not in killed["checkpoints"], "the kill landed too late"
+    assert "resuming from" in podium_cli(*cli, store=killed_store, check=True).stdout
+
+    def final(run: Path) -> tuple[dict, str]:
+        manifest = json.loads((run / "manifest.json").read_text())
+        state = torch.load(run / manifest["checkpoints"]["epoch=4"]["file"], weights_only=True)["state_dict"]
+        return state, (run / "logs" / "metrics.csv").read_text()
+
+    (a, log_a), (b, log_b) = final(unbroken), final(broken)
+    assert "train_reward" in log_a and log_a == log_b
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def logged(run: podium.api.RunResult, stage: str, column: str) -> list[float]:
