@@ -1,7 +1,11 @@
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,21 @@ def podium_popen(*args: str, store: Path) -> subprocess.Popen:
     env = {**os.environ, "PODIUM_HOME": str(store), "COLUMNS": "200"}
     return subprocess.Popen([sys.executable, "-m", "podium", *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_when(proc: subprocess.Popen, store: Path, manifests: str, when: Callable[[dict], bool],
+              timeout: float = 120.0) -> bool:
+    """SIGKILL ``proc`` as soon as a stage-run manifest ``store.glob(manifests)`` satisfies ``when``, or at
+    ``timeout``; True when it was still running at the kill."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if any(when(json.loads(f.read_text())) for f in store.glob(manifests)):
+            break
+        time.sleep(0.02)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return alive
 
 
 @pytest.fixture

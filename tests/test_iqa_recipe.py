@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from podium.recipe import load_recipe
 from podium.tasks.iqa.data import IqaLayout
 from podium.tasks.iqa.synth import DISTORTIONS_CSV, mentions, parse_comment, read_distortions
 
-from .conftest import podium_cli, podium_popen
+from .conftest import kill_when, podium_cli, podium_popen
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "iqa-caption.yaml"
 QUIET = Console(quiet=True)
@@ -128,14 +126,8 @@ def test_kill_9_during_scst_then_resume_is_identical(reduced, tmp_path: Path):
     broken = killed_store / unbroken.relative_to(ref_store)
     cli = ["run", str(RECIPE), "--profile", "tiny", "--only", "scst_partial", *args]
     proc = podium_popen(*cli, store=killed_store)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        manifest = broken / "manifest.json"
-        if manifest.is_file() and "epoch=1" in json.loads(manifest.read_text()).get("checkpoints", {}):
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, killed_store, f"{broken.relative_to(killed_store)}/manifest.json",
+              lambda m: "epoch=1" in m.get("checkpoints", {}))
     killed = json.loads((broken / "manifest.json").read_text())
     assert killed["status"] == "running" and "epoch=4" not in killed["checkpoints"], "the kill landed too late"
     assert "resuming from" in podium_cli(*cli, store=killed_store, check=True).stdout

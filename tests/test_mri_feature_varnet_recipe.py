@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
-import time
 from pathlib import Path
 
 import h5py
@@ -29,7 +27,7 @@ from podium.tasks.mri.losses import ReconstructionLoss
 from podium.tasks.mri.masks import MaskAugmenter, fixed_pattern
 from podium.tasks.mri.synth import synthesize_fastmri
 
-from .conftest import podium_cli, podium_popen
+from .conftest import kill_when, podium_cli, podium_popen
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "fastmri-feature-varnet.yaml"
 SIZES = {"height": 64, "width": 48, "target_size": 32, "coils": 4, "slices": 3}
@@ -124,14 +122,7 @@ def test_kill_mid_training_with_augmentation_then_resume_is_identical(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     podium_cli(*args, store=ref, check=True)
     proc = podium_popen(*args, store=killed)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        ms = [json.loads(p.read_text()) for p in killed.glob("*/fvarnet/*/manifest.json")]
-        if any("epoch=2" in m.get("checkpoints", {}) for m in ms):
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, killed, "*/fvarnet/*/manifest.json", lambda m: "epoch=2" in m.get("checkpoints", {}), timeout=300)
     out = podium_cli(*args, store=killed, check=True)
     assert "resuming from" in out.stdout
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from podium.tasks.mri.experts import ExpertSystem
 from podium.tasks.mri.masks import HelperMaskSampler, acceleration_from_mask, fixed_pattern, is_fixed_pattern
 from podium.tasks.mri.router import route_volume
 
-from .conftest import podium_cli, podium_popen
+from .conftest import kill_when, podium_cli, podium_popen
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "fastmri-smartify.yaml"
 MODEL = ("{name: promptmr_plus, num_cascades: 1, n_feat0: 4, feature_dim: [4, 6, 8], prompt_dim: [2, 2, 2], "
@@ -305,15 +303,9 @@ def test_kill_during_experts_then_resume_is_identical(store: Path, tmp_path: Pat
             "--only", "hacker_experts"]
     killed = tmp_path / "killed"
     proc = podium_popen(*args, store=killed)
-    deadline = time.time() + 900
-    while time.time() < deadline and proc.poll() is None:
-        ms = [json.loads(p.read_text()) for p in killed.glob("*/hacker_experts/*/manifest.json")]
-        if any("epoch=1" in m.get("checkpoints", {}) and m.get("member") == 1 for m in ms):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before the kill"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    alive = kill_when(proc, killed, "*/hacker_experts/*/manifest.json",
+                      lambda m: "epoch=1" in m.get("checkpoints", {}) and m.get("member") == 1, timeout=900)
+    assert alive, "the run ended before the kill"
     out = podium_cli(*args, store=killed, check=True)
     assert "resuming from" in out.stdout
     for a, b in zip(_runs(store, "hacker_experts"), _runs(killed, "hacker_experts"), strict=True):
